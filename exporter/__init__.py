@@ -1,0 +1,3 @@
+"""partnercenter-exporter: Microsoft Partner Center invoice summaries as Prometheus metrics."""
+
+__version__ = "0.1.0"
