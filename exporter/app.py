@@ -1,0 +1,168 @@
+"""Wires config, store, poller, exposition and HTTP server together; owns reload and shutdown.
+
+Threads: the poller runs on its own asyncio loop thread, the HTTP server in a threading server, the renderer in
+a third thread. They meet only at the SnapshotStore (immutable snapshots) and at `reload()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.process_collector import ProcessCollector
+
+from exporter.collector import PartnerCenterCollector
+from exporter.config import Config, ConfigError, load_config
+from exporter.exposition import Exposition
+from exporter.poller import Poller, RetryPolicy, TransportFactory
+from exporter.server import ExporterServer, Routes, serve_in_thread
+from exporter.snapshot import SnapshotStore, TenantState
+from exporter.state import RestoredTenant, load_state, save_state
+from exporter.webconfig import WebConfig
+
+log = logging.getLogger(__name__)
+
+STATE_SAVE_INTERVAL = 1.0  # seconds between state file writes while polls keep succeeding
+
+
+def business_registry(store: SnapshotStore) -> CollectorRegistry:
+    """A registry holding only the partnercenter_* collector (no process metrics)."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(PartnerCenterCollector(lambda: store.current))
+    return registry
+
+
+def restore_state(store: SnapshotStore, config: Config) -> None:
+    """Seed the store from `config.state_file`, dropping what is already older than max_staleness."""
+    if config.state_file is None:
+        return
+    now = time.time()
+    restored = load_state(config.state_file, config)
+    for name, entry in restored.items():
+        if now - entry.last_success > config.max_staleness:
+            continue
+        store.update_tenant(name, _restored(entry))
+    if restored:
+        log.info("restored state", extra={"path": str(config.state_file), "tenants": len(restored)})
+
+
+def _restored(entry: RestoredTenant) -> Callable[[TenantState], TenantState]:
+    def change(state: TenantState) -> TenantState:
+        return replace(state, summaries=entry.summaries, last_success=entry.last_success)
+
+    return change
+
+
+class App:
+    """A running exporter: start(), reload(), stop()."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None,
+        listen: tuple[str, int],
+        web_config: WebConfig | None = None,
+        retry: RetryPolicy | None = None,
+        transport_factory: TransportFactory | None = None,
+        config_loader: Callable[[Path], Config] = load_config,
+    ) -> None:
+        self._config_path = config_path
+        self._config_loader = config_loader
+        self.store = SnapshotStore(config, time.time())
+        restore_state(self.store, config)
+        live = CollectorRegistry(auto_describe=True)
+        live.register(ProcessCollector(registry=None))
+        self.exposition = Exposition(business_registry(self.store), lambda: self.store.current.generation, live)
+        self.store.on_change(self.exposition.notify)
+        self._state_dirty = threading.Event()
+        self.poller = Poller(
+            config, self.store, retry=retry, transport_factory=transport_factory, on_success=self._state_dirty.set
+        )
+        routes = Routes(self.exposition, lambda: self.store.current, self.reload, web_config)
+        self.server = ExporterServer(listen[0], listen[1], routes)
+        self._reload_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_polling: asyncio.Event | None = None
+        self._loop_ready = threading.Event()
+        self._loop_thread = threading.Thread(target=self._run_loop, name="poller", daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Where the HTTP server listens."""
+        return self.server.url
+
+    def start(self) -> None:
+        """Start polling, rendering and serving."""
+        self.exposition.start()
+        self._loop_thread.start()
+        self._loop_ready.wait(timeout=10)
+        serve_in_thread(self.server)
+        log.info("listening", extra={"url": self.url, "tenants": len(self.store.current.config.tenants)})
+
+    def reload(self) -> tuple[bool, str]:
+        """Re-read the config file; on any error keep the running config. Returns (ok, message)."""
+        with self._reload_lock:
+            if self._config_path is None:
+                return False, "no config file to reload (demo mode)"
+            try:
+                config = self._config_loader(self._config_path)
+            except ConfigError as exc:
+                self.store.reload_failed()
+                log.error("config reload rejected; keeping the running config", extra={"err": str(exc)})
+                return False, f"config reload rejected: {exc}"
+            if self._loop is None:
+                return False, "not running"
+            future = asyncio.run_coroutine_threadsafe(self.poller.apply_config(config), self._loop)
+            future.result(timeout=30)
+            log.info("config reloaded", extra={"tenants": len(config.tenants)})
+            return True, "config reloaded"
+
+    def stop(self, timeout: float = 4.0) -> None:
+        """Stop serving and polling; in-flight requests are cancelled."""
+        deadline = time.monotonic() + timeout
+        self.server.shutdown()
+        self.server.server_close()
+        if self._loop is not None and self._stop_polling is not None:
+            self._loop.call_soon_threadsafe(self._stop_polling.set)
+        self._loop_thread.join(timeout=max(0.1, deadline - time.monotonic()))
+        self.exposition.stop()
+
+    def _run_loop(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop_polling = asyncio.Event()
+        self._loop_ready.set()
+        saver = asyncio.create_task(self._save_state_loop(), name="state-saver")
+        try:
+            await self.poller.run(self._stop_polling)
+        finally:
+            saver.cancel()
+            await asyncio.gather(saver, return_exceptions=True)
+            await self._save_state_now()
+
+    async def _save_state_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATE_SAVE_INTERVAL)
+            await self._save_state_now()
+
+    async def _save_state_now(self) -> None:
+        if not self._state_dirty.is_set():
+            return
+        snap = self.store.current
+        path = snap.config.state_file
+        if path is None:
+            return
+        self._state_dirty.clear()
+        try:
+            await asyncio.to_thread(save_state, path, snap)
+        except OSError as exc:
+            log.error("cannot write state file", extra={"path": str(path), "err": exc.strerror})

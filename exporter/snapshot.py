@@ -1,0 +1,154 @@
+"""Immutable per-tenant poll results, and the store that swaps them in atomically.
+
+The poller is the only writer; the collector, the landing page and readiness read `store.current` without a
+lock: a snapshot never changes once published, so a reader always sees one consistent picture.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import TypeVar
+
+from exporter.config import Config
+from exporter.model import InvoiceSummary
+
+# Status codes whose error counters exist from the first scrape, so that rate() works before the first failure.
+SEEDED_STATUS_CODES = ("401", "403", "429", "500")
+
+K = TypeVar("K")
+
+_EMPTY_COUNTS: Mapping[str, int] = MappingProxyType({})
+_EMPTY_ERRORS: Mapping[tuple[str, str], int] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class TenantState:
+    """Everything known about one tenant after its latest poll."""
+
+    name: str
+    summaries: tuple[InvoiceSummary, ...] | None = None  # last good values; None before one, or once stale
+    up: bool | None = None  # None until this process finished a poll of the tenant
+    last_success: float | None = None  # Unix seconds
+    last_attempt: float | None = None
+    poll_duration: float | None = None
+    last_error: str | None = None  # one line, for the landing page; never holds a secret
+    token_expiry: float | None = None
+    requests: Mapping[str, int] = field(default_factory=lambda: _EMPTY_COUNTS)  # endpoint -> requests sent
+    # (endpoint, status) -> failures
+    errors: Mapping[tuple[str, str], int] = field(default_factory=lambda: _EMPTY_ERRORS)
+
+    @classmethod
+    def fresh(cls, name: str, endpoints: Iterable[str]) -> TenantState:
+        """Return the state of a tenant not polled yet, with its counters seeded at zero."""
+        endpoints = tuple(endpoints)
+        return cls(
+            name=name,
+            requests=MappingProxyType(dict.fromkeys(endpoints, 0)),
+            errors=MappingProxyType({(e, s): 0 for e in endpoints for s in SEEDED_STATUS_CODES}),
+        )
+
+    def counted(self, endpoint: str, status: str | None) -> TenantState:
+        """Return a copy that counts one more request to `endpoint`, failed with `status` unless None."""
+        requests = dict(self.requests)
+        requests[endpoint] = requests.get(endpoint, 0) + 1
+        errors: Mapping[tuple[str, str], int] = self.errors
+        if status is not None:
+            mutable = dict(self.errors)
+            mutable[(endpoint, status)] = mutable.get((endpoint, status), 0) + 1
+            errors = MappingProxyType(mutable)
+        return replace(self, requests=MappingProxyType(requests), errors=errors)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The exporter's whole state at one moment; `generation` grows with every change."""
+
+    generation: int
+    config: Config
+    tenants: Mapping[str, TenantState]
+    reload_successful: bool = True
+    reload_success_time: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True once every configured tenant has been polled at least once."""
+        return all(
+            (state := self.tenants.get(t.name)) is not None and state.up is not None for t in self.config.tenants
+        )
+
+
+class SnapshotStore:
+    """Holds the current Snapshot; writers swap a new one in under a lock and wake listeners."""
+
+    def __init__(self, config: Config, now: float) -> None:
+        tenants = {t.name: TenantState.fresh(t.name, ("token", t.endpoint)) for t in config.tenants}
+        self._current = Snapshot(0, config, MappingProxyType(tenants), True, now)
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[], None]] = []
+
+    @property
+    def current(self) -> Snapshot:
+        """The latest published snapshot (no lock needed: snapshots are immutable)."""
+        return self._current
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (cheap, non-blocking) after every published change."""
+        self._listeners.append(listener)
+
+    def update_tenant(self, name: str, change: Callable[[TenantState], TenantState]) -> None:
+        """Apply `change` to one tenant's state; ignored when the tenant is no longer configured."""
+        with self._lock:
+            snap = self._current
+            state = snap.tenants.get(name)
+            if state is None:
+                return
+            tenants = dict(snap.tenants)
+            tenants[name] = change(state)
+            self._publish(replace(snap, tenants=MappingProxyType(tenants)))
+
+    def replace_config(self, config: Config, restarted: Iterable[str], now: float) -> None:
+        """Swap in a new config: keep unchanged tenants' state, start the others afresh."""
+        restarted = set(restarted)
+        with self._lock:
+            snap = self._current
+            tenants: dict[str, TenantState] = {}
+            for t in config.tenants:
+                old = snap.tenants.get(t.name)
+                fresh = TenantState.fresh(t.name, ("token", t.endpoint))
+                if old is None:
+                    tenants[t.name] = fresh
+                elif t.name in restarted:
+                    # Counters carry on (same series); values and token belong to the old identity.
+                    tenants[t.name] = replace(
+                        fresh, requests=_merge(fresh.requests, old.requests), errors=_merge(fresh.errors, old.errors)
+                    )
+                else:
+                    tenants[t.name] = old
+            self._publish(
+                replace(
+                    snap,
+                    config=config,
+                    tenants=MappingProxyType(tenants),
+                    reload_successful=True,
+                    reload_success_time=now,
+                )
+            )
+
+    def reload_failed(self) -> None:
+        """Record that the last reload was rejected (the old config keeps running)."""
+        with self._lock:
+            self._publish(replace(self._current, reload_successful=False))
+
+    def _publish(self, snap: Snapshot) -> None:
+        self._current = replace(snap, generation=self._current.generation + 1)
+        for listener in self._listeners:
+            listener()
+
+
+def _merge(base: Mapping[K, int], old: Mapping[K, int]) -> Mapping[K, int]:
+    merged = dict(base)
+    merged.update(old)
+    return MappingProxyType(merged)

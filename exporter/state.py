@@ -1,0 +1,148 @@
+"""The optional `state_file`: last good values and last success per tenant, kept across restarts.
+
+Written atomically after changes, read once at start-up. A missing file is a normal first start; a corrupt or
+foreign one is a warning and a clean start. Tokens never go here: refresh tokens have their own files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from exporter.config import Config
+from exporter.model import InvoiceSummary, InvoiceTypeSummary
+from exporter.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+FORMAT = "partnercenter-exporter-state"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class RestoredTenant:
+    """What a previous run knew about one tenant."""
+
+    summaries: tuple[InvoiceSummary, ...]
+    last_success: float
+
+
+class _CorruptError(Exception):
+    pass
+
+
+def save_state(path: Path, snap: Snapshot) -> None:
+    """Write every tenant's last good values to `path` atomically."""
+    tenants: dict[str, Any] = {}
+    for tc in snap.config.tenants:
+        state = snap.tenants.get(tc.name)
+        if state is None or state.summaries is None or state.last_success is None:
+            continue
+        tenants[tc.name] = {
+            "tenant_id": tc.tenant_id,
+            "endpoint": tc.endpoint,
+            "last_success": state.last_success,
+            "summaries": [dataclasses.asdict(s) for s in state.summaries],
+        }
+    data = json.dumps({"format": FORMAT, "version": VERSION, "tenants": tenants}, separators=(",", ":"))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_state(path: Path, config: Config) -> dict[str, RestoredTenant]:
+    """Read `path`; entries of tenants that are gone or changed identity are ignored."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        log.warning("cannot read state file; starting clean", extra={"path": str(path), "err": exc.strerror})
+        return {}
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
+            raise _CorruptError("not a state file of this exporter version")
+        entries = data.get("tenants")
+        if not isinstance(entries, dict):
+            raise _CorruptError("no tenants")
+        restored: dict[str, RestoredTenant] = {}
+        for tc in config.tenants:
+            entry = entries.get(tc.name)
+            if not isinstance(entry, dict):
+                continue
+            if entry.get("tenant_id") != tc.tenant_id or entry.get("endpoint") != tc.endpoint:
+                continue  # the name now points at another account
+            summaries = entry.get("summaries")
+            if not isinstance(summaries, list):
+                raise _CorruptError(f"tenant {tc.name}: no summaries")
+            restored[tc.name] = RestoredTenant(
+                summaries=tuple(_summary(s) for s in summaries),
+                last_success=_number(entry.get("last_success")),
+            )
+        return restored
+    except (_CorruptError, ValueError, RecursionError) as exc:
+        log.warning("ignoring unreadable state file; starting clean", extra={"path": str(path), "err": str(exc)})
+        return {}
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _CorruptError("bad number")
+    return float(value)
+
+
+def _optional_number(value: object) -> float | None:
+    return None if value is None else _number(value)
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise _CorruptError("bad string")
+    return value
+
+
+def _summary(value: object) -> InvoiceSummary:
+    if not isinstance(value, dict):
+        raise _CorruptError("bad summary")
+    details = value.get("details")
+    if not isinstance(details, list):
+        raise _CorruptError("bad details")
+    symbol = value.get("symbol")
+    return InvoiceSummary(
+        currency=_string(value.get("currency")),
+        symbol=_string(symbol) if symbol is not None else None,
+        balance=_optional_number(value.get("balance")),
+        last_payment_amount=_optional_number(value.get("last_payment_amount")),
+        last_payment_time=_optional_number(value.get("last_payment_time")),
+        latest_invoice_time=_optional_number(value.get("latest_invoice_time")),
+        first_invoice_time=_optional_number(value.get("first_invoice_time")),
+        accounting_time=_optional_number(value.get("accounting_time")),
+        details=tuple(_detail(d) for d in details),
+    )
+
+
+def _detail(value: object) -> InvoiceTypeSummary:
+    if not isinstance(value, dict):
+        raise _CorruptError("bad detail")
+    return InvoiceTypeSummary(
+        invoice_type=_string(value.get("invoice_type")),
+        balance=_optional_number(value.get("balance")),
+        last_payment_amount=_optional_number(value.get("last_payment_amount")),
+        latest_invoice_time=_optional_number(value.get("latest_invoice_time")),
+    )
