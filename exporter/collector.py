@@ -96,14 +96,16 @@ class PartnerCenterCollector(Collector):
 
         for tenant in sorted(snap.config.tenants, key=lambda t: t.name):
             name = tenant.name
-            for currency in sorted(tenant.thresholds):
+            state = snap.tenants.get(name)
+            if state is None:
+                continue
+            # Thresholds only for currencies the tenant bills in: a threshold without a balance is noise.
+            billed = {s.currency for s in state.summaries or ()}
+            for currency in sorted(billed & tenant.thresholds.keys()):
                 limits = tenant.thresholds[currency]
                 for severity, value in (("warning", limits.warning), ("critical", limits.critical)):
                     if value is not None:
                         threshold.add_metric([name, currency, severity], value)
-            state = snap.tenants.get(name)
-            if state is None:
-                continue
             for summary in sorted(state.summaries or (), key=lambda s: s.currency):
                 labels = [name, summary.currency]
                 for family, (_, _, field) in zip(summary_fams, _SUMMARY_GAUGES, strict=True):

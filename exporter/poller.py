@@ -318,19 +318,17 @@ class Poller:
             self._on_success()
 
     def _log_failure(self, t: _Tenant, exc: UpstreamError, attempt: int) -> None:
-        log.warning(
-            "request failed",
-            extra={
-                "tenant": t.config.name,
-                "endpoint": exc.endpoint,
-                "status": exc.status,
-                "attempt": attempt,
-                "request_id": exc.request_id,
-                "correlation_id": exc.correlation_id,
-                "retry_after": exc.retry_after,
-                "detail": _redact(exc.description, _secrets_of(t)),
-            },
-        )
+        fields = {
+            "tenant": t.config.name,
+            "endpoint": exc.endpoint,
+            "status": exc.status,
+            "attempt": attempt,
+            "request_id": exc.request_id,
+            "correlation_id": exc.correlation_id,
+            "retry_after": exc.retry_after,
+            "detail": _redact(exc.description, _secrets_of(t)),
+        }
+        log.warning("request failed", extra={k: v for k, v in fields.items() if v is not None})
 
     async def _sweep_stale(self) -> None:
         """Drop values older than max_staleness even when no poll finishes (e.g. a long Retry-After)."""

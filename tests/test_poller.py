@@ -83,7 +83,9 @@ def test_fresh_request_ids_per_request(tmp_path: Path) -> None:
 
 
 def test_token_renewed_shortly_before_expiry(tmp_path: Path) -> None:
-    upstream = FakeUpstream(token_scripts={"a.onmicrosoft.com": [lambda r: token_response("a.onmicrosoft.com|x", "100")]})
+    upstream = FakeUpstream(
+        token_scripts={"a.onmicrosoft.com": [lambda r: token_response("a.onmicrosoft.com|x", "100")]}
+    )
     now = [1_000_000.0]
     poller, _ = _poller(make_config(tmp_path, tenant_yaml("a")), upstream, clock=lambda: now[0])
 

@@ -1,0 +1,140 @@
+"""Golden expositions: upstream body in, exact exposition out; and the collector's rules around it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from exporter.app import business_registry
+from exporter.model import parse_summaries, parse_summary
+from exporter.snapshot import SnapshotStore, TenantState
+from tests.fakes import make_config, tenant_yaml
+
+BODIES = Path(__file__).parent / "data" / "bodies"
+GOLDEN = Path(__file__).parent / "data" / "golden"
+NOW = 1_764_000_000.0
+
+VALID_BODIES = sorted(
+    p.name for p in BODIES.glob("*.json") if p.name.startswith(("invoice_summary", "summary-", "summaries-"))
+)
+
+
+def _store_with(tmp_path: Path, body_name: str) -> SnapshotStore:
+    body = (BODIES / body_name).read_bytes()
+    many = body_name.startswith(("invoice_summaries", "summaries-"))
+    endpoint = "summaries" if many else "summary"
+    extra = "refresh_token_file: rt\n" if many else ""
+    (tmp_path / "rt").write_text("refresh")
+    config = make_config(
+        tmp_path,
+        tenant_yaml("contoso", endpoint=endpoint, extra=extra),
+        thresholds="{USD: {warning: 50000, critical: 100000}, EUR: {critical: 90000}}",
+    )
+    store = SnapshotStore(config, NOW)
+    summaries = parse_summaries(body) if many else (parse_summary(body),)
+
+    def polled(state: TenantState) -> TenantState:
+        state = state.counted("token", None).counted(endpoint, "503").counted(endpoint, None)
+        return replace(
+            state, summaries=summaries, up=True, last_success=NOW, poll_duration=0.25, token_expiry=NOW + 3599
+        )
+
+    store.update_tenant("contoso", polled)
+    return store
+
+
+def _exposition(store: SnapshotStore) -> str:
+    return generate_latest(business_registry(store)).decode()
+
+
+@pytest.mark.parametrize("body_name", VALID_BODIES)
+def test_golden_exposition(tmp_path: Path, body_name: str) -> None:
+    text = _exposition(_store_with(tmp_path, body_name))
+    golden = GOLDEN / (Path(body_name).stem + ".prom")
+    if os.environ.get("UPDATE_GOLDEN"):
+        golden.parent.mkdir(exist_ok=True)
+        golden.write_text(text)
+    assert text == golden.read_text(), f"exposition differs from {golden.name} (UPDATE_GOLDEN=1 rewrites)"
+
+
+@pytest.mark.parametrize("golden", sorted(GOLDEN.glob("*.prom")), ids=lambda p: p.name)
+def test_golden_files_pass_promtool_check_metrics(golden: Path) -> None:
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is required (Debian package prometheus)"
+    result = subprocess.run([promtool, "check", "metrics"], input=golden.read_bytes(), capture_output=True, check=False)
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def test_every_valid_body_has_a_golden_file() -> None:
+    assert {Path(n).stem for n in VALID_BODIES} == {p.stem for p in GOLDEN.glob("*.prom")}
+
+
+def _registry_value(registry: CollectorRegistry, name: str, labels: dict[str, str]) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def test_microsoft_sample_values(tmp_path: Path) -> None:
+    registry = business_registry(_store_with(tmp_path, "invoice_summary.json"))
+    usd = {"tenant": "contoso", "currency": "USD"}
+    assert _registry_value(registry, "partnercenter_balance", usd) == 751094.39
+    assert _registry_value(registry, "partnercenter_last_payment_amount", usd) == 1000
+    # 2017-01-01T12:00:00Z
+    assert _registry_value(registry, "partnercenter_last_payment_timestamp_seconds", usd) == 1483272000
+    # 2018-03-16T00:00:00 has no zone: UTC
+    assert _registry_value(registry, "partnercenter_latest_invoice_timestamp_seconds", usd) == 1521158400
+    recurring = {**usd, "invoice_type": "recurring"}
+    assert _registry_value(registry, "partnercenter_invoice_type_balance", recurring) == 202955.87
+    # 0001-01-01T00:00:00 means never: no sample at all
+    assert _registry_value(registry, "partnercenter_invoice_type_latest_invoice_timestamp_seconds", recurring) is None
+    assert _registry_value(registry, "partnercenter_currency_info", {**usd, "symbol": "$"}) == 1
+    threshold = {**usd, "severity": "critical"}
+    assert _registry_value(registry, "partnercenter_balance_threshold", threshold) == 100000
+    # EUR has a threshold in the config, but the tenant does not bill in EUR.
+    eur = {"tenant": "contoso", "currency": "EUR", "severity": "critical"}
+    assert _registry_value(registry, "partnercenter_balance_threshold", eur) is None
+    assert _registry_value(registry, "partnercenter_up", {"tenant": "contoso"}) == 1
+    errors = {"tenant": "contoso", "endpoint": "summary", "status_code": "503"}
+    assert _registry_value(registry, "partnercenter_api_request_errors_total", errors) == 1
+    seeded = {"tenant": "contoso", "endpoint": "token", "status_code": "429"}
+    assert _registry_value(registry, "partnercenter_api_request_errors_total", seeded) == 0
+
+
+def test_vanished_currency_and_invoice_type_drop_their_series(tmp_path: Path) -> None:
+    store = _store_with(tmp_path, "invoice_summaries.json")
+    registry = business_registry(store)
+    assert _registry_value(registry, "partnercenter_balance", {"tenant": "contoso", "currency": "CHF"}) == 1230.33
+    summaries = store.current.tenants["contoso"].summaries
+    assert summaries is not None
+    gbp = next(s for s in summaries if s.currency == "GBP")
+    only_gbp_recurring = replace(gbp, details=tuple(d for d in gbp.details if d.invoice_type == "recurring"))
+    store.update_tenant("contoso", lambda s: replace(s, summaries=(only_gbp_recurring,)))
+    assert _registry_value(registry, "partnercenter_balance", {"tenant": "contoso", "currency": "CHF"}) is None
+    onetime = {"tenant": "contoso", "currency": "GBP", "invoice_type": "onetime"}
+    assert _registry_value(registry, "partnercenter_invoice_type_balance", onetime) is None
+    assert _registry_value(registry, "partnercenter_balance", {"tenant": "contoso", "currency": "GBP"}) == 751094.39
+
+
+def test_unpolled_tenant_has_counters_but_no_up_and_no_thresholds(tmp_path: Path) -> None:
+    config = make_config(tmp_path, tenant_yaml("fresh"), thresholds="{USD: {warning: 1}}")
+    registry = business_registry(SnapshotStore(config, NOW))
+    assert _registry_value(registry, "partnercenter_up", {"tenant": "fresh"}) is None
+    labels = {"tenant": "fresh", "endpoint": "summary", "status_code": "401"}
+    assert _registry_value(registry, "partnercenter_api_request_errors_total", labels) == 0
+    assert _registry_value(registry, "partnercenter_api_requests_total", {"tenant": "fresh", "endpoint": "token"}) == 0
+    threshold = {"tenant": "fresh", "currency": "USD", "severity": "warning"}
+    assert _registry_value(registry, "partnercenter_balance_threshold", threshold) is None
+    assert _registry_value(registry, "partnercenter_config_last_reload_successful", {}) == 1
+
+
+def test_down_tenant_keeps_values_with_up_zero(tmp_path: Path) -> None:
+    store = _store_with(tmp_path, "invoice_summary.json")
+    store.update_tenant("contoso", lambda s: replace(s, up=False, last_error="summary: 503"))
+    registry = business_registry(store)
+    assert _registry_value(registry, "partnercenter_up", {"tenant": "contoso"}) == 0
+    assert _registry_value(registry, "partnercenter_balance", {"tenant": "contoso", "currency": "USD"}) == 751094.39
