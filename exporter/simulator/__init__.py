@@ -1,0 +1,36 @@
+"""A simulator of the Partner Center invoice API and the Entra ID token endpoint (demo, compose, tests).
+
+It is a separate room: nothing here imports from the rest of `exporter`.
+"""
+
+from __future__ import annotations
+
+from exporter.simulator.scenario import (
+    Currency,
+    Drift,
+    Fault,
+    LastPayment,
+    Scenario,
+    ScenarioError,
+    TenantScenario,
+    default_scenario,
+    load_scenario,
+    parse_faults,
+    parse_scenario,
+)
+from exporter.simulator.server import Simulator
+
+__all__ = [
+    "Currency",
+    "Drift",
+    "Fault",
+    "LastPayment",
+    "Scenario",
+    "ScenarioError",
+    "Simulator",
+    "TenantScenario",
+    "default_scenario",
+    "load_scenario",
+    "parse_faults",
+    "parse_scenario",
+]

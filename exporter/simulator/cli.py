@@ -1,0 +1,111 @@
+"""The `partnercenter-simulator` command: flags, logging set-up, signals and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Final
+
+from exporter.simulator.scenario import Scenario, ScenarioError, default_scenario, load_scenario
+from exporter.simulator.server import Simulator
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LISTEN: Final = "127.0.0.1:8089"
+_LEVELS: Final = ("debug", "info", "warning", "error")
+# Attributes every LogRecord has; anything else was passed through `extra` and is printed as key=value.
+_RECORD_FIELDS: Final = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class _KeyValueFormatter(logging.Formatter):
+    """logfmt-style lines: time, level, logger, message and the `extra` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """One line per event."""
+        fields = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        fields.update({k: v for k, v in record.__dict__.items() if k not in _RECORD_FIELDS})
+        line = " ".join(f"{key}={_quote(value)}" for key, value in fields.items())
+        if record.exc_info:
+            line += " exc=" + _quote(self.formatException(record.exc_info))
+        return line
+
+
+def _quote(value: object) -> str:
+    """A logfmt value: quoted when it has spaces, quotes or equals signs."""
+    text = str(value)
+    if not text or any(c in text for c in ' "=\n\r\t'):
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+        return f'"{escaped}"'
+    return text
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[V6]:PORT` or `:PORT` (all interfaces) into host and port."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"--listen: expected HOST:PORT, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host or "0.0.0.0", int(port_text)  # noqa: S104 - ":PORT" means every interface, as for Prometheus
+
+
+def _arguments() -> argparse.ArgumentParser:
+    """The flag parser."""
+    parser = argparse.ArgumentParser(
+        prog="partnercenter-simulator",
+        description="Simulate the Partner Center invoice API and the Entra ID token endpoint.",
+    )
+    parser.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to listen on (default {DEFAULT_LISTEN})")
+    parser.add_argument("--scenario", type=Path, help="scenario YAML file (default: the built-in demo scenario)")
+    parser.add_argument("--log.level", dest="log_level", choices=_LEVELS, default="info", help="log level")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run until SIGTERM or SIGINT; exit 0 then, 2 for bad flags or an invalid scenario, 1 if it cannot listen."""
+    try:
+        args = _arguments().parse_args(argv)
+    except SystemExit as exc:
+        return 0 if exc.code == 0 else 2
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_KeyValueFormatter())
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler], force=True)
+    try:
+        host, port = parse_listen(args.listen)
+        scenario: Scenario = load_scenario(args.scenario) if args.scenario else default_scenario()
+    except (ValueError, ScenarioError) as exc:
+        print(f"partnercenter-simulator: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        """Ask the main thread to stop."""
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    simulator = Simulator(scenario, host=host, port=port)
+    try:
+        simulator.start()
+    except OSError as exc:
+        log.error("cannot listen", extra={"listen": args.listen, "error": str(exc)})
+        return 1
+    try:
+        # A timed wait keeps the main thread responsive to signals on every platform.
+        while not stop.wait(0.5):
+            pass
+    finally:
+        simulator.stop()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    return 0

@@ -1,0 +1,995 @@
+"""The Partner Center + Entra ID simulator over real HTTP on 127.0.0.1: tokens, API, faults, control API, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from exporter.simulator import (
+    Currency,
+    Drift,
+    Fault,
+    Scenario,
+    ScenarioError,
+    Simulator,
+    TenantScenario,
+    default_scenario,
+    load_scenario,
+    parse_scenario,
+)
+from tests.support import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+SCOPE = "https://api.partnercenter.microsoft.com/.default"
+APP_CLIENT = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
+USER_CLIENT = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
+PUBLIC_CLIENT = "cccccccc-cccc-4ccc-8ccc-cccccccccccc"
+
+SCENARIO = f"""
+seed: 7
+token_lifetime: 3600
+tenants:
+  - tenant_id: app.example.com
+    client_id: {APP_CLIENT}
+    client_secret: app-secret-value
+    token_lifetime: 120
+    currencies:
+      - code: USD
+        symbol: "$"
+        balance: 1500.25
+        invoice_types: {{Recurring: 1000, OneTime: 500.25}}
+        last_payment: {{amount: 100, date: "2026-10-01T00:00:00Z"}}
+        latest_invoice_date: "2026-11-01T00:00:00"
+  - tenant_id: user.example.com
+    client_id: {USER_CLIENT}
+    client_secret: user-secret-value
+    refresh_token: initial-refresh-token
+    currencies:
+      - {{code: USD, symbol: "$", balance: 10}}
+      - {{code: EUR, symbol: "€", balance: 20.5}}
+  - tenant_id: public.example.com
+    client_id: {PUBLIC_CLIENT}
+    refresh_token: public-refresh-token
+    currencies:
+      - {{code: GBP, symbol: "£", balance: 3}}
+"""
+
+# Key sets of Microsoft's documented sample bodies (the shape the exporter is written against).
+SUMMARY_KEYS = {
+    "balanceAmount",
+    "currencyCode",
+    "currencySymbol",
+    "accountingDate",
+    "firstInvoiceCreationDate",
+    "lastPaymentDate",
+    "lastPaymentAmount",
+    "latestInvoiceDate",
+    "details",
+    "links",
+    "attributes",
+}
+DETAIL_SUMMARY_KEYS = SUMMARY_KEYS - {"details", "links"}
+COLLECTION_KEYS = {"totalCount", "items", "links", "attributes"}
+ENTRA_ERROR_KEYS = {"error", "error_description", "error_codes", "timestamp", "trace_id", "correlation_id"}
+PARTNER_ERROR_KEYS = {"code", "description", "data", "source"}
+
+
+class Clock:
+    """A settable clock for drift and token expiry."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def start(scenario: Scenario, clock: Callable[[], float] = time.time) -> Simulator:
+    """A started simulator on a free port."""
+    sim = Simulator(scenario, host="127.0.0.1", port=0, clock=clock)
+    sim.start()
+    return sim
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    simulator = start(parse_scenario(SCENARIO))
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def client(sim: Simulator) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=sim.url, timeout=10) as c:
+        yield c
+
+
+def token_form(client_id: str = APP_CLIENT, secret: str | None = "app-secret-value", **extra: str) -> dict[str, str]:
+    """A client-credentials form, with overrides."""
+    form = {"grant_type": "client_credentials", "client_id": client_id, "scope": SCOPE}
+    if secret is not None:
+        form["client_secret"] = secret
+    form.update(extra)
+    return form
+
+
+def refresh_form(
+    refresh_token: str, client_id: str = USER_CLIENT, secret: str | None = "user-secret-value"
+) -> dict[str, str]:
+    """A refresh-token form."""
+    return token_form(client_id, secret, grant_type="refresh_token", refresh_token=refresh_token)
+
+
+def post_token(client: httpx.Client, tenant: str, form: dict[str, str]) -> httpx.Response:
+    return client.post(f"/{tenant}/oauth2/v2.0/token", data=form)
+
+
+def app_token(client: httpx.Client, tenant: str = "app.example.com", **kw: Any) -> str:
+    response = post_token(client, tenant, token_form(**kw))
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def refresh(client: httpx.Client, refresh_token: str, tenant: str = "user.example.com", **kw: Any) -> dict[str, Any]:
+    response = post_token(client, tenant, refresh_form(refresh_token, **kw))
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def api_headers(token: str | None) -> dict[str, str]:
+    headers = {"Accept": "application/json", "MS-RequestId": str(uuid.uuid4()), "MS-CorrelationId": str(uuid.uuid4())}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def get(client: httpx.Client, endpoint: str, token: str | None, **headers: str) -> httpx.Response:
+    all_headers = api_headers(token)
+    all_headers.update(headers)
+    return client.get(f"/v1/invoices/{endpoint}", headers=all_headers)
+
+
+def assert_entra_error(response: httpx.Response, status: int, error: str, code: int) -> None:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body.keys() >= ENTRA_ERROR_KEYS
+    assert body["error"] == error
+    assert body["error_codes"] == [code]
+    assert body["error_description"].startswith(f"AADSTS{code}: ")
+    assert "secret-value" not in response.text
+
+
+def assert_partner_error(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = dict(response.json())
+    assert body.keys() == PARTNER_ERROR_KEYS
+    return body
+
+
+# --- tokens ---
+
+
+def test_client_credentials_answer_is_shaped_like_entra(client: httpx.Client) -> None:
+    response = post_token(client, "app.example.com", token_form())
+    assert response.status_code == 200
+    assert response.headers["cache-control"].startswith("no-store")
+    body = response.json()
+    assert body.keys() == {"token_type", "expires_in", "ext_expires_in", "access_token"}
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 120  # the tenant's override of the scenario's 3600
+    assert body["ext_expires_in"] == 120
+
+
+def test_tenant_id_in_the_token_url_is_case_insensitive(client: httpx.Client) -> None:
+    assert post_token(client, "APP.Example.com", token_form()).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("tenant", "form", "status", "error", "code"),
+    [
+        ("nope.example.com", token_form(), 400, "invalid_request", 90002),
+        ("app.example.com", token_form(client_id=USER_CLIENT), 400, "unauthorized_client", 700016),
+        ("app.example.com", token_form(secret="wrong"), 401, "invalid_client", 7000215),
+        ("app.example.com", token_form(secret=None), 401, "invalid_client", 7000218),
+        ("app.example.com", token_form(scope="https://graph.microsoft.com/.default"), 400, "invalid_scope", 70011),
+        ("app.example.com", {k: v for k, v in token_form().items() if k != "scope"}, 400, "invalid_request", 900144),
+        (
+            "app.example.com",
+            {k: v for k, v in token_form().items() if k != "grant_type"},
+            400,
+            "invalid_request",
+            900144,
+        ),
+        (
+            "app.example.com",
+            {k: v for k, v in token_form().items() if k != "client_id"},
+            400,
+            "invalid_request",
+            900144,
+        ),
+        ("app.example.com", token_form(grant_type="password"), 400, "unsupported_grant_type", 70003),
+        ("user.example.com", refresh_form("not-a-token"), 400, "invalid_grant", 70000),
+        ("user.example.com", refresh_form(""), 400, "invalid_request", 900144),
+        ("user.example.com", refresh_form("initial-refresh-token", secret="wrong"), 401, "invalid_client", 7000215),
+        ("public.example.com", token_form(PUBLIC_CLIENT, secret="anything"), 401, "invalid_client", 7000215),
+        ("public.example.com", token_form(PUBLIC_CLIENT, secret=None), 401, "invalid_client", 7000218),
+        # The scenario refresh token of another tenant is not a grant here.
+        ("user.example.com", refresh_form("public-refresh-token"), 400, "invalid_grant", 70000),
+    ],
+)
+def test_token_rejections_are_shaped_like_entra(
+    client: httpx.Client, tenant: str, form: dict[str, str], status: int, error: str, code: int
+) -> None:
+    assert_entra_error(post_token(client, tenant, form), status, error, code)
+
+
+def test_token_endpoint_wants_a_form_post(client: httpx.Client) -> None:
+    as_json = client.post("/app.example.com/oauth2/v2.0/token", json=token_form())
+    assert_entra_error(as_json, 400, "invalid_request", 900144)
+    as_get = client.get("/app.example.com/oauth2/v2.0/token")
+    assert_entra_error(as_get, 400, "invalid_request", 900561)
+
+
+def test_refresh_grant_returns_a_new_refresh_token_and_an_app_user_token(client: httpx.Client) -> None:
+    body = refresh(client, "initial-refresh-token")
+    assert {"token_type", "expires_in", "ext_expires_in", "access_token", "refresh_token"} <= body.keys()
+    assert body["refresh_token"] != "initial-refresh-token"
+    assert get(client, "summaries", body["access_token"]).status_code == 200
+
+
+def test_refresh_without_secret_for_a_public_client(client: httpx.Client) -> None:
+    body = refresh(client, "public-refresh-token", tenant="public.example.com", client_id=PUBLIC_CLIENT, secret=None)
+    assert get(client, "summary", body["access_token"]).json()["currencyCode"] == "GBP"
+
+
+def test_older_refresh_tokens_are_rejected_once_a_successor_is_used(client: httpx.Client) -> None:
+    first = refresh(client, "initial-refresh-token")["refresh_token"]
+    # Until its successor is used, a token may be used again (a client that lost an answer retries).
+    second = refresh(client, first)["refresh_token"]
+    assert_entra_error(
+        post_token(client, "user.example.com", refresh_form("initial-refresh-token")), 400, "invalid_grant", 700082
+    )
+    refresh(client, first)
+    third = refresh(client, second)["refresh_token"]
+    assert_entra_error(post_token(client, "user.example.com", refresh_form(first)), 400, "invalid_grant", 700082)
+    assert refresh(client, third)["refresh_token"]
+
+
+def test_refresh_tokens_survive_a_restart_with_the_same_scenario() -> None:
+    scenario = parse_scenario(SCENARIO)
+    sim = start(scenario)
+    with httpx.Client(base_url=sim.url) as c:
+        first = refresh(c, "initial-refresh-token")["refresh_token"]
+        answer = refresh(c, first)
+        latest, access = answer["refresh_token"], answer["access_token"]
+    sim.stop()
+
+    restarted = start(scenario)
+    try:
+        with httpx.Client(base_url=restarted.url) as c:
+            assert get(c, "summaries", access).status_code == 200
+            newest = refresh(c, latest)["refresh_token"]
+            # Using the latest one retires everything before it again.
+            assert_entra_error(post_token(c, "user.example.com", refresh_form(first)), 400, "invalid_grant", 700082)
+            assert refresh(c, newest)
+    finally:
+        restarted.stop()
+
+    other_seed = start(parse_scenario(SCENARIO.replace("seed: 7", "seed: 8")))
+    try:
+        with httpx.Client(base_url=other_seed.url) as c:
+            assert_entra_error(post_token(c, "user.example.com", refresh_form(latest)), 400, "invalid_grant", 70000)
+            assert_partner_error(get(c, "summaries", access), 401)
+    finally:
+        other_seed.stop()
+
+
+def test_expires_in_as_string_and_scenario_lifetime() -> None:
+    text = SCENARIO.replace("token_lifetime: 3600", "token_lifetime: 99\nexpires_in_as_string: true")
+    with Simulator(parse_scenario(text)) as s, httpx.Client(base_url=s.url) as c:
+        body = refresh(c, "initial-refresh-token")
+        assert body["expires_in"] == "99"
+        assert body["ext_expires_in"] == "99"
+
+
+# --- invoice endpoints ---
+
+
+def test_summary_matches_the_documented_shape(client: httpx.Client) -> None:
+    response = get(client, "summary", app_token(client))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert body.keys() == SUMMARY_KEYS
+    assert body["balanceAmount"] == 1500.25
+    assert body["currencyCode"] == "USD"
+    assert body["currencySymbol"] == "$"
+    assert body["lastPaymentAmount"] == 100
+    assert body["lastPaymentDate"] == "2026-10-01T00:00:00Z"
+    assert body["latestInvoiceDate"] == "2026-11-01T00:00:00Z"
+    assert body["links"] == {"self": {"uri": "/invoices/summary", "method": "GET", "headers": []}}
+    assert body["attributes"] == {"objectType": "InvoiceSummary"}
+    assert [(d["invoiceType"], d["summary"]["balanceAmount"]) for d in body["details"]] == [
+        ("Recurring", 1000),
+        ("OneTime", 500.25),
+    ]
+    for detail in body["details"]:
+        assert detail.keys() == {"invoiceType", "summary"}
+        assert detail["summary"].keys() == DETAIL_SUMMARY_KEYS
+    # A type that never had a payment says "never" the way Partner Center does.
+    assert body["details"][1]["summary"]["lastPaymentDate"] == "0001-01-01T00:00:00"
+
+
+def test_summaries_needs_app_user_and_lists_every_currency(client: httpx.Client) -> None:
+    forbidden = assert_partner_error(get(client, "summaries", app_token(client)), 403)
+    assert forbidden["source"] == "PartnerFD"
+    body = get(client, "summaries", refresh(client, "initial-refresh-token")["access_token"]).json()
+    assert body.keys() == COLLECTION_KEYS
+    assert body["totalCount"] == 2
+    assert [item["currencyCode"] for item in body["items"]] == ["USD", "EUR"]
+    assert body["attributes"] == {"objectType": "Collection"}
+    assert all(item.keys() == SUMMARY_KEYS for item in body["items"])
+    assert body["items"][1]["details"][0]["summary"]["balanceAmount"] == 20.5
+
+
+def test_summary_with_app_user_token_returns_the_first_currency(client: httpx.Client) -> None:
+    token = refresh(client, "initial-refresh-token")["access_token"]
+    assert get(client, "summary", token).json()["currencyCode"] == "USD"
+
+
+def test_api_rejects_missing_bad_and_foreign_tokens(client: httpx.Client) -> None:
+    token = app_token(client)
+    header, payload, signature = token.split(".")
+    tampered = f"{header}.{payload}.{signature[:-2]}AA"
+    for bad in (None, "garbage", tampered, token.replace("eyJ", "eyK", 1)):
+        response = get(client, "summary", bad)
+        assert_partner_error(response, 401)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    response = client.get("/v1/invoices/summary", headers={**api_headers(None), "Authorization": f"Basic {token}"})
+    assert_partner_error(response, 401)
+
+
+def test_access_tokens_expire() -> None:
+    clock = Clock()
+    with Simulator(parse_scenario(SCENARIO), clock=clock) as s, httpx.Client(base_url=s.url) as c:
+        token = app_token(c)
+        clock.now += 119
+        assert get(c, "summary", token).status_code == 200
+        clock.now += 1
+        body = assert_partner_error(get(c, "summary", token), 401)
+        assert "expired" in body["description"]
+
+
+def test_header_validation(client: httpx.Client) -> None:
+    token = app_token(client)
+    assert get(client, "summary", token, Accept="text/html").status_code == 406
+    assert get(client, "summary", token, Accept="application/json;q=0").status_code == 406
+    assert get(client, "summary", token, Accept="text/html, application/*;q=0.5").status_code == 200
+    no_accept = api_headers(token)
+    del no_accept["Accept"]
+    assert client.get("/v1/invoices/summary", headers=no_accept).status_code == 200
+    for name in ("MS-RequestId", "MS-CorrelationId"):
+        body = assert_partner_error(get(client, "summary", token, **{name: "not-a-uuid"}), 400)
+        assert name in body["description"]
+        missing = api_headers(token)
+        del missing[name]
+        assert_partner_error(client.get("/v1/invoices/summary", headers=missing), 400)
+
+
+def test_request_and_correlation_ids_are_echoed(client: httpx.Client) -> None:
+    headers = api_headers(app_token(client))
+    response = client.get("/v1/invoices/summary", headers=headers)
+    assert response.headers["ms-requestid"] == headers["MS-RequestId"]
+    assert response.headers["ms-correlationid"] == headers["MS-CorrelationId"]
+    failed = client.get("/v1/invoices/summaries", headers=headers)
+    assert failed.status_code == 403
+    assert failed.headers["ms-requestid"] == headers["MS-RequestId"]
+
+
+def test_unknown_path_is_a_partner_center_404(client: httpx.Client) -> None:
+    assert_partner_error(client.get("/v1/customers"), 404)
+
+
+def test_keep_alive_serves_many_requests_on_one_connection(client: httpx.Client) -> None:
+    token = app_token(client)
+    ports = set()
+    for _ in range(20):
+        response = get(client, "summary", token)
+        assert response.status_code == 200
+        stream = response.extensions["network_stream"]
+        ports.add(stream.get_extra_info("client_addr"))
+    assert len(ports) == 1
+
+
+# --- faults ---
+
+
+def set_faults(sim: Simulator, tenant: str, *faults: Fault) -> None:
+    sim.set_faults(tenant, list(faults))
+
+
+def test_status_fault_default_bodies(sim: Simulator, client: httpx.Client) -> None:
+    token = app_token(client)
+    set_faults(sim, "app.example.com", Fault(kind="status", status=503, endpoint="any"))
+    body = assert_partner_error(get(client, "summary", token), 503)
+    assert body["code"] == "ServiceUnavailable"
+    assert_entra_error(post_token(client, "app.example.com", token_form()), 503, "temporarily_unavailable", 90033)
+
+
+def test_status_fault_with_body_content_type_and_retry_after(sim: Simulator, client: httpx.Client) -> None:
+    token = app_token(client)
+    set_faults(
+        sim,
+        "app.example.com",
+        Fault(kind="status", status=500, body='{"statusCode":500,"message":"boom"}', retry_after=7),
+        Fault(kind="status", status=502, body="", content_type="text/plain", endpoint="summaries"),
+    )
+    response = get(client, "summary", token)
+    assert response.status_code == 500
+    assert response.json() == {"statusCode": 500, "message": "boom"}
+    assert response.headers["retry-after"] == "7"
+    # First match wins: the summary fault above matches every API request, also summaries.
+    assert get(client, "summaries", token).status_code == 500
+    set_faults(sim, "app.example.com", Fault(kind="status", status=502, body="", content_type="text/plain"))
+    response = get(client, "summary", token)
+    assert (response.status_code, response.content, response.headers["content-type"]) == (502, b"", "text/plain")
+
+
+@pytest.mark.parametrize(("retry_after", "expected"), [(None, "10"), (30, "30")])
+def test_throttle_fault(sim: Simulator, client: httpx.Client, retry_after: int | None, expected: str) -> None:
+    token = app_token(client)
+    set_faults(sim, "app.example.com", Fault(kind="throttle", retry_after=retry_after))
+    response = get(client, "summary", token)
+    assert_partner_error(response, 429)
+    assert response.headers["retry-after"] == expected
+    assert post_token(client, "app.example.com", token_form()).status_code == 200  # api only by default
+
+
+def test_latency_fault_and_scenario_latency(sim: Simulator, client: httpx.Client) -> None:
+    token = app_token(client)
+    set_faults(sim, "app.example.com", Fault(kind="latency", seconds=0.3))
+    began = time.monotonic()
+    assert get(client, "summary", token).status_code == 200
+    assert time.monotonic() - began >= 0.3
+    slow = SCENARIO.replace("token_lifetime: 3600", "token_lifetime: 3600\nlatency: 0.25")
+    with Simulator(parse_scenario(slow)) as s, httpx.Client(base_url=s.url) as c:
+        began = time.monotonic()
+        token = app_token(c)
+        assert time.monotonic() - began < 0.25  # tokens are not delayed
+        began = time.monotonic()
+        assert get(c, "summary", token).status_code == 200
+        assert time.monotonic() - began >= 0.25
+
+
+def test_timeout_fault_hangs_without_blocking_others_or_stop() -> None:
+    s = start(parse_scenario(SCENARIO))
+    try:
+        with httpx.Client(base_url=s.url, timeout=10) as c:
+            app, user = app_token(c), refresh(c, "initial-refresh-token")["access_token"]
+            s.set_faults("app.example.com", [Fault(kind="timeout")])
+            with httpx.Client(base_url=s.url, timeout=0.5) as hanging, pytest.raises(httpx.ReadTimeout):
+                get(hanging, "summary", app)
+            began = time.monotonic()
+            assert get(c, "summary", user).status_code == 200
+            assert time.monotonic() - began < 0.4
+            # Leave one request hanging in the server while it stops.
+            raw = socket.create_connection(("127.0.0.1", s.port))
+            headers = "".join(f"{k}: {v}\r\n" for k, v in api_headers(app).items())
+            raw.sendall(f"GET /v1/invoices/summary HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+            wait_until(lambda: s.stats()["app.example.com"]["summary"] == 2, what="hanging request")
+    finally:
+        began = time.monotonic()
+        s.stop()
+        assert time.monotonic() - began < 3
+    raw.settimeout(5)
+    assert raw.recv(100) == b""  # closed without an answer
+    raw.close()
+
+
+def test_reset_fault_sends_a_tcp_reset(sim: Simulator, client: httpx.Client) -> None:
+    token = app_token(client)
+    set_faults(sim, "app.example.com", Fault(kind="reset"))
+    with socket.create_connection(("127.0.0.1", sim.port), timeout=5) as raw:
+        headers = "".join(f"{k}: {v}\r\n" for k, v in api_headers(token).items())
+        raw.sendall(f"GET /v1/invoices/summary HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+        with pytest.raises(ConnectionResetError):
+            raw.recv(100)
+    with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+        get(client, "summary", token)
+
+
+@pytest.mark.parametrize(
+    ("kind", "content_type", "check"),
+    [
+        ("html", "text/html", lambda body: body.startswith(b"<!DOCTYPE html>")),
+        ("xml", "application/xml", lambda body: body.startswith(b"<?xml")),
+        ("empty", "application/json", lambda body: body == b""),
+    ],
+)
+def test_200_with_a_body_that_is_not_json(
+    sim: Simulator, client: httpx.Client, kind: str, content_type: str, check: Callable[[bytes], bool]
+) -> None:
+    token = app_token(client)
+    set_faults(sim, "app.example.com", Fault(kind=kind, endpoint="any"))  # type: ignore[arg-type]
+    for response in (get(client, "summary", token), post_token(client, "app.example.com", token_form())):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith(content_type)
+        assert check(response.content)
+
+
+def test_truncated_fault(sim: Simulator, client: httpx.Client) -> None:
+    token = app_token(client)
+    whole = get(client, "summary", token).content
+    set_faults(sim, "app.example.com", Fault(kind="truncated"))
+    response = get(client, "summary", token)
+    assert response.status_code == 200
+    assert whole.startswith(response.content)
+    assert 0 < len(response.content) < len(whole)
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(response.content)
+
+
+def test_huge_fault_is_valid_json_of_the_given_size(sim: Simulator, client: httpx.Client) -> None:
+    token = app_token(client)
+    set_faults(sim, "app.example.com", Fault(kind="huge", size_mb=1.5))
+    response = get(client, "summary", token)
+    assert response.status_code == 200
+    assert len(response.content) == int(1.5 * 1024 * 1024)
+    assert response.json()["balanceAmount"] == 1500.25
+
+
+def test_slow_body_fault_dribbles_the_normal_body(sim: Simulator, client: httpx.Client) -> None:
+    token = app_token(client)
+    whole = get(client, "summary", token).content
+    set_faults(sim, "app.example.com", Fault(kind="slow_body", seconds=0.5))
+    began = time.monotonic()
+    response = get(client, "summary", token)
+    assert time.monotonic() - began >= 0.45
+    assert response.content == whole
+
+
+def test_count_limits_a_fault_and_endpoint_selects_requests(sim: Simulator, client: httpx.Client) -> None:
+    token = app_token(client)
+    set_faults(sim, "app.example.com", Fault(kind="status", status=500, endpoint="token", count=2))
+    assert get(client, "summary", token).status_code == 200
+    statuses = [post_token(client, "app.example.com", token_form()).status_code for _ in range(3)]
+    assert statuses == [500, 500, 200]
+
+
+def test_probability_is_respected_and_reproducible() -> None:
+    def pattern() -> list[int]:
+        with Simulator(parse_scenario(SCENARIO)) as s, httpx.Client(base_url=s.url) as c:
+            token = app_token(c)
+            s.set_faults("app.example.com", [Fault(kind="status", status=503, probability=0.3)])
+            return [get(c, "summary", token).status_code for _ in range(150)]
+
+    first = pattern()
+    assert 0.15 < first.count(503) / len(first) < 0.45
+    assert set(first) == {200, 503}
+    assert pattern() == first
+
+
+def test_faults_are_per_tenant(sim: Simulator, client: httpx.Client) -> None:
+    set_faults(sim, "user.example.com", Fault(kind="status", status=503, endpoint="any"))
+    assert get(client, "summary", app_token(client)).status_code == 200
+    assert post_token(client, "user.example.com", refresh_form("initial-refresh-token")).status_code == 503
+
+
+def test_fault_values_are_validated() -> None:
+    with pytest.raises(ScenarioError, match=r"^status: required"):
+        Fault(kind="status")
+    with pytest.raises(ScenarioError, match=r"^probability: "):
+        Fault(kind="reset", probability=1.5)
+
+
+# --- control API ---
+
+
+def test_control_api_faults(sim: Simulator, client: httpx.Client) -> None:
+    token = app_token(client)
+    response = client.put("/_sim/tenants/app.example.com/faults", json=[{"kind": "status", "status": 502, "count": 1}])
+    assert response.status_code == 200
+    assert get(client, "summary", token).status_code == 502
+    assert get(client, "summary", token).status_code == 200
+    bad = client.put("/_sim/tenants/app.example.com/faults", json=[{"kind": "throttle", "status": 1}])
+    assert bad.status_code == 400
+    assert bad.json()["error"] == "[0].status: unknown key for kind throttle"
+    assert client.put("/_sim/tenants/app.example.com/faults", content=b"{nope").status_code == 400
+    assert client.put("/_sim/tenants/nope/faults", json=[]).status_code == 404
+    client.put("/_sim/tenants/app.example.com/faults", json=[{"kind": "status", "status": 500}])
+    assert client.put("/_sim/tenants/app.example.com/faults", json=[]).status_code == 200
+    assert get(client, "summary", token).status_code == 200
+
+
+def test_control_api_revoke(client: httpx.Client) -> None:
+    app = app_token(client)
+    answer = refresh(client, "initial-refresh-token")
+    assert client.post("/_sim/tenants/user.example.com/revoke").status_code == 200
+    assert get(client, "summary", app).status_code == 200  # other tenants keep their tokens
+    assert_partner_error(get(client, "summaries", answer["access_token"]), 401)
+    for token in (answer["refresh_token"], "initial-refresh-token"):
+        assert_entra_error(post_token(client, "user.example.com", refresh_form(token)), 400, "invalid_grant", 50173)
+    # New app-only tokens still work after a revocation.
+    fresh = app_token(client, "user.example.com", client_id=USER_CLIENT, secret="user-secret-value")
+    assert get(client, "summary", fresh).status_code == 200
+    assert client.post("/_sim/tenants/nope/revoke").status_code == 404
+
+
+def test_control_api_stats_and_health(sim: Simulator, client: httpx.Client) -> None:
+    assert client.get("/_sim/healthz").status_code == 200
+    token = app_token(client)
+    get(client, "summary", token)
+    get(client, "summaries", token)
+    get(client, "summary", None)
+    post_token(client, "nope.example.com", token_form())
+    post_token(client, "app.example.com", token_form(secret="wrong"))
+    stats = client.get("/_sim/stats").json()
+    assert stats == sim.stats()
+    assert stats["app.example.com"] == {"token": 2, "summary": 1, "summaries": 1}
+    assert stats["user.example.com"] == {"token": 0, "summary": 0, "summaries": 0}
+    assert stats["unknown"] == {"token": 1, "summary": 1, "summaries": 0}
+
+
+# --- drift and quirks ---
+
+DRIFT_SCENARIO = Scenario(
+    seed=3,
+    tenants=(
+        TenantScenario(
+            tenant_id="drift.example.com",
+            client_id=APP_CLIENT,
+            client_secret="drift-secret-value",
+            currencies=(
+                Currency(
+                    code="USD",
+                    symbol="$",
+                    balance=1000.0,
+                    invoice_types=(("Recurring", 600.0), ("OneTime", 400.0)),
+                    drift=Drift(invoice_every=10, invoice_amount=100, payment_every=25, payment_amount=500),
+                ),
+            ),
+        ),
+    ),
+)
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_drift_moves_balances_deterministically() -> None:
+    def bodies() -> list[dict[str, Any]]:
+        clock = Clock()
+        start_time = clock.now
+        seen = []
+        with Simulator(DRIFT_SCENARIO, clock=clock) as s, httpx.Client(base_url=s.url) as c:
+            token = app_token(c, "drift.example.com", secret="drift-secret-value")
+            for offset in (0, 9, 10, 20, 25, 600):
+                clock.now = start_time + offset
+                seen.append(get(c, "summary", token).json())
+        return seen
+
+    at0, at9, at10, at20, at25, at600 = seen = bodies()
+    assert at0 == at9
+    assert at0["balanceAmount"] == 1000
+    assert at0["latestInvoiceDate"] == "0001-01-01T00:00:00"
+    assert at0["lastPaymentDate"] == "0001-01-01T00:00:00"
+    assert 1080 <= at10["balanceAmount"] <= 1120  # one invoice of 100 +- 20%
+    assert at10["latestInvoiceDate"] == iso(1_800_000_010)
+    assert at20["balanceAmount"] > at10["balanceAmount"]
+    assert at25["balanceAmount"] < at20["balanceAmount"]
+    assert at25["lastPaymentDate"] == iso(1_800_000_025)
+    assert 400 <= at25["lastPaymentAmount"] <= 600
+    for body in seen:
+        parts = sum(d["summary"]["balanceAmount"] for d in body["details"])
+        assert parts == pytest.approx(body["balanceAmount"], abs=0.001)
+        assert body["balanceAmount"] >= 0
+    assert at600["balanceAmount"] != at25["balanceAmount"]
+    assert bodies() == seen
+
+
+QUIRK_CHECKS: dict[str, Callable[[bytes], bool]] = {
+    "bom": lambda raw: raw.startswith(b"\xef\xbb\xbf{"),
+    "naive_dates": lambda raw: json.loads(raw)["latestInvoiceDate"] == "2026-11-01T00:00:00",
+    # 1500.25 and its OneTime part 500.25 are not whole: only the quirk makes them integers.
+    "integer_amounts": lambda raw: (
+        isinstance(json.loads(raw)["balanceAmount"], int)
+        and all(isinstance(d["summary"]["balanceAmount"], int) for d in json.loads(raw)["details"])
+    ),
+    "lowercase_invoice_types": lambda raw: (
+        [d["invoiceType"] for d in json.loads(raw).get("details", [])] == ["recurring", "onetime"]
+    ),
+    "null_symbol": lambda raw: json.loads(raw)["currencySymbol"] is None,
+    "no_details": lambda raw: "details" not in json.loads(raw),
+    "seven_digit_fractions": lambda raw: json.loads(raw)["latestInvoiceDate"] == "2026-11-01T00:00:00.0000000Z",
+}
+
+
+@pytest.fixture(scope="module")
+def quirky() -> Iterator[Simulator]:
+    tenants = "".join(
+        f"""
+  - tenant_id: {quirk}.example.com
+    client_id: {APP_CLIENT}
+    client_secret: app-secret-value
+    quirks: [{quirk}]
+    currencies:
+      - {{code: USD, symbol: "$", balance: 1500.25, invoice_types: {{Recurring: 1000, OneTime: 500.25}},
+          latest_invoice_date: "2026-11-01T00:00:00Z"}}"""
+        for quirk in QUIRK_CHECKS
+    )
+    s = start(parse_scenario("tenants:" + tenants))
+    yield s
+    s.stop()
+
+
+@pytest.mark.parametrize("quirk", sorted(QUIRK_CHECKS))
+def test_quirks(quirky: Simulator, quirk: str) -> None:
+    with httpx.Client(base_url=quirky.url) as c:
+        raw = get(c, "summary", app_token(c, f"{quirk}.example.com")).content
+    assert QUIRK_CHECKS[quirk](raw)
+    # Every other quirk is absent: each check fails on a plain body.
+    plain = raw.removeprefix(b"\xef\xbb\xbf")
+    assert all(not check(plain) for name, check in QUIRK_CHECKS.items() if name not in (quirk, "bom"))
+
+
+# --- scenarios ---
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tenants: nope", "tenants: must be a list"),
+        ("seed: 1", "tenants: must be a list"),
+        ("tenant: []", "tenant: unknown key"),
+        ("[1]", "must be a mapping"),
+        (
+            "tenants: [{tenant_id: a, client_id: b, currencies: [{code: USD, balance: 1}]}]",
+            "tenants[0].client_secret: required unless refresh_token is set",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: []}]",
+            "tenants[0].currencies: must list at least one currency",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: DOLLAR, balance: 1}]}]",
+            "tenants[0].currencies[0].code: must be a three-letter ISO 4217 code",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: USD, balance: x}]}]",
+            "tenants[0].currencies[0].balance: must be a number",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 5, invoice_types: {A: 1}}]}]",
+            "tenants[0].currencies[0].invoice_types: amounts must add up to the balance 5.0",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1, drift: {invoice_every: 5}}]}]",
+            "tenants[0].currencies[0].drift.invoice_amount: required with invoice_every and invoice_amount",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1, latest_invoice_date: yesterday}]}]",
+            "tenants[0].currencies[0].latest_invoice_date: must be an ISO 8601 date-time like 2026-11-01T00:00:00Z",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "quirks: [odd], currencies: [{code: USD, balance: 1}]}]",
+            "tenants[0].quirks[0]: unknown quirk; known: bom, integer_amounts, lowercase_invoice_types, naive_dates, "
+            "no_details, null_symbol, seven_digit_fractions",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1}], faults: [{kind: boom}]}]",
+            "tenants[0].faults[0].kind: must be one of empty, html, huge, latency, reset, slow_body, status, throttle, "
+            "timeout, truncated, xml",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1}], faults: [{kind: status}]}]",
+            "tenants[0].faults[0].status: required for kind status: an HTTP status between 200 and 599",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1}], faults: [{kind: reset, count: 0}]}]",
+            "tenants[0].faults[0].count: must be at least 1",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1}], faults: [{kind: reset, endpoint: web}]}]",
+            "tenants[0].faults[0].endpoint: must be one of any, api, summaries, summary, token",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: USD, balance: 1}]},"
+            " {tenant_id: A, client_id: b, client_secret: c, currencies: [{code: USD, balance: 1}]}]",
+            "tenants[1].tenant_id: duplicate of tenants[0].tenant_id",
+        ),
+        ("token_lifetime: 0\ntenants: []", "token_lifetime: must be at least 1"),
+        ("expires_in_as_string: yes please\ntenants: []", "expires_in_as_string: must be true or false"),
+    ],
+)
+def test_invalid_scenarios_name_the_key_path(text: str, message: str) -> None:
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(text)
+    assert str(caught.value) == message
+
+
+def test_scenario_file_format_example_parses(tmp_path: Path) -> None:
+    path = tmp_path / "scenario.yaml"
+    path.write_text(
+        """
+seed: 1
+token_lifetime: 3600
+expires_in_as_string: false
+latency: 0
+tenants:
+  - tenant_id: contoso.onmicrosoft.com
+    client_id: 11111111-1111-4111-8111-111111111111
+    client_secret: demo-contoso-secret
+    refresh_token: demo-fabrikam-refresh-token
+    token_lifetime: 60
+    latency: 0.1
+    currencies:
+      - code: USD
+        symbol: "$"
+        balance: 42000.5
+        invoice_types: {Recurring: 30000, OneTime: 12000.5}
+        last_payment: {amount: 1000, date: "2026-10-01T00:00:00Z"}
+        latest_invoice_date: 2026-11-01T00:00:00
+        drift: {invoice_every: 60, invoice_amount: 500, payment_every: 300, payment_amount: 2000}
+    quirks: [bom, naive_dates, integer_amounts, lowercase_invoice_types, null_symbol, no_details, seven_digit_fractions]
+    faults:
+      - {kind: status, status: 503, endpoint: summary, probability: 0.2}
+      - {kind: throttle, retry_after: 30, probability: 0.1}
+""",
+        encoding="utf-8",
+    )
+    scenario = load_scenario(path)
+    tenant = scenario.tenants[0]
+    assert tenant.token_lifetime == 60
+    assert tenant.currencies[0].latest_invoice_date == datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+    assert tenant.faults[1] == Fault(kind="throttle", retry_after=30, probability=0.1)
+    assert "demo-contoso-secret" not in repr(scenario)
+    with pytest.raises(ScenarioError, match="cannot read scenario file"):
+        load_scenario(tmp_path / "missing.yaml")
+
+
+def test_default_scenario_has_the_documented_tenants() -> None:
+    scenario = default_scenario()
+    ids = [(t.tenant_id, t.client_id, t.client_secret, t.refresh_token) for t in scenario.tenants]
+    assert ids == [
+        ("contoso.onmicrosoft.com", "11111111-1111-4111-8111-111111111111", "demo-contoso-secret", None),
+        (
+            "fabrikam.onmicrosoft.com",
+            "22222222-2222-4222-8222-222222222222",
+            "demo-fabrikam-secret",
+            "demo-fabrikam-refresh-token",
+        ),
+        ("northwind.onmicrosoft.com", "33333333-3333-4333-8333-333333333333", "demo-northwind-secret", None),
+        ("adatum.onmicrosoft.com", "44444444-4444-4444-8444-444444444444", "demo-adatum-secret", None),
+    ]
+    contoso, fabrikam, northwind, adatum = scenario.tenants
+    assert [c.code for c in fabrikam.currencies] == ["USD", "EUR", "GBP"]
+    assert northwind.currencies[0].code == "EUR"
+    assert northwind.currencies[0].balance > 100_000
+    assert contoso.currencies[0].drift is not None
+    assert [(f.kind, f.status, f.retry_after, f.probability) for f in adatum.faults] == [
+        ("status", 503, None, 0.25),
+        ("throttle", None, 30, 0.05),
+    ]
+
+
+def test_generated_scenario() -> None:
+    scenario = Scenario.generated(12, currencies=2, latency=0.01)
+    assert len(scenario.tenants) == 12
+    assert scenario.latency == 0.01
+    first = scenario.tenants[0]
+    assert first.tenant_id == "tenant-0001.onmicrosoft.com"
+    assert first.client_id == str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-0001.onmicrosoft.com"))
+    assert first.client_secret == "secret-0001"
+    assert scenario.tenants[11].tenant_id == "tenant-0012.onmicrosoft.com"
+    assert all(len(t.currencies) == 2 for t in scenario.tenants)
+    assert {len(c.invoice_types) for t in scenario.tenants for c in t.currencies} == {2, 3}
+    assert Scenario.generated(12, currencies=2, latency=0.01) == scenario
+    with Simulator(scenario) as s, httpx.Client(base_url=s.url) as c:
+        token = app_token(
+            c, "tenant-0012.onmicrosoft.com", client_id=scenario.tenants[11].client_id, secret="secret-0012"
+        )
+        body = get(c, "summary", token).json()
+    assert body["balanceAmount"] == pytest.approx(scenario.tenants[11].currencies[0].balance)
+
+
+# --- command line ---
+
+
+def reap(proc: subprocess.Popen[str]) -> None:
+    """Kill the process if it still runs and close its pipes."""
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+def run_cli(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "exporter.simulator", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_cli_serves_a_scenario_and_stops_on_signal(tmp_path: Path, stop_signal: signal.Signals) -> None:
+    path = tmp_path / "scenario.yaml"
+    path.write_text(SCENARIO, encoding="utf-8")
+    port = free_port()
+    proc = run_cli(f"--listen=127.0.0.1:{port}", f"--scenario={path}", "--log.level=debug")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{url}/_sim/healthz").status_code == 200, what="simulator up")
+        with httpx.Client(base_url=url) as c:
+            assert get(c, "summary", app_token(c)).status_code == 200
+        proc.send_signal(stop_signal)
+        began = time.monotonic()
+        _, stderr = proc.communicate(timeout=5)
+        assert time.monotonic() - began < 5
+        assert proc.returncode == 0
+    finally:
+        reap(proc)
+    request_lines = [line for line in stderr.splitlines() if "msg=request" in line]
+    assert any("path=/v1/invoices/summary" in line and "status=200" in line for line in request_lines)
+    assert "app-secret-value" not in stderr
+
+
+def test_cli_without_scenario_serves_the_default_one() -> None:
+    port = free_port()
+    proc = run_cli(f"--listen=127.0.0.1:{port}")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{url}/_sim/healthz").status_code == 200, what="simulator up")
+        form = token_form("11111111-1111-4111-8111-111111111111", "demo-contoso-secret")
+        assert httpx.post(f"{url}/contoso.onmicrosoft.com/oauth2/v2.0/token", data=form).status_code == 200
+        proc.terminate()
+        assert proc.wait(timeout=5) == 0
+    finally:
+        reap(proc)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scenario=BAD"], "tenants[0].client_id: must be a non-empty string"),
+        (["--scenario=MISSING"], "cannot read scenario file"),
+        (["--listen=nowhere"], "--listen: expected HOST:PORT"),
+        (["--log.level=loud"], "invalid choice"),
+    ],
+)
+def test_cli_rejects_bad_input_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tenants: [{tenant_id: a, client_secret: c, currencies: [{code: USD, balance: 1}]}]\n")
+    args = [a.replace("BAD", str(bad)).replace("MISSING", str(tmp_path / "missing.yaml")) for a in args]
+    proc = run_cli(*args)
+    _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 2
+    assert message in stderr
