@@ -58,7 +58,7 @@ def test_restart_serves_last_good_values_at_once(tmp_path: Path) -> None:
     try:
         wait_until(lambda: _value(first, BALANCE) == "4242.5", what="first poll")
         last_success = _value(first, LAST_SUCCESS)
-        wait_until(lambda: (tmp_path / "state.json").exists(), what="state written")
+        wait_until((tmp_path / "state.json").exists, what="state written")
     finally:
         first.stop()
     state_text = (tmp_path / "state.json").read_text()
@@ -109,7 +109,7 @@ def test_state_of_a_tenant_that_changed_account_is_ignored(tmp_path: Path) -> No
     first = _app(config_file, FakeUpstream(tenants={"a.onmicrosoft.com": [ok_summary(1)]}))
     try:
         wait_until(lambda: _value(first, BALANCE) == "1.0", what="first poll")
-        wait_until(lambda: (tmp_path / "state.json").exists(), what="state written")
+        wait_until((tmp_path / "state.json").exists, what="state written")
     finally:
         first.stop()
     saved = json.loads((tmp_path / "state.json").read_text())
