@@ -281,3 +281,26 @@ def test_demo_once_needs_no_set_up() -> None:
     assert 'partnercenter_balance{currency="USD",tenant="contoso"}' in result.stdout
     assert 'partnercenter_balance{currency="EUR",tenant="fabrikam"}' in result.stdout
     assert "demo-contoso-secret" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_shutdown_with_a_request_in_flight_exits_0_within_5s(tmp_path: Path, sig: int) -> None:
+    scenario = SCENARIO.replace(
+        "faults:\n      - {kind: status, status: 503}", "faults:\n      - {kind: timeout, seconds: 60}"
+    )
+    assert scenario != SCENARIO
+    sim = start_simulator(tmp_path, scenario)
+    (tmp_path / "beta.token").write_text(REFRESH + "\n")
+    (tmp_path / "gamma.secret").write_text(SECRETS["gamma"] + "\n")
+    config = tmp_path / "config.yml"
+    config.write_text(_config(sim.url).replace("timeout: 3s", "timeout: 50s"))
+    exporter = start_exporter(tmp_path, config, env={"BETA_SECRET": SECRETS["beta"]})
+    try:
+        # gamma's request hangs at the simulator: wait until it is in flight, then stop.
+        eventually(lambda: sim_stats(sim).get("gamma.onmicrosoft.com", {}).get("summary", 0) >= 1, what="hang")
+        started = monotonic()
+        assert exporter.stop(sig, timeout=10) == 0
+        assert monotonic() - started < 5
+    finally:
+        exporter.stop(signal.SIGKILL)
+        sim.stop()
