@@ -1,0 +1,367 @@
+"""A real Prometheus, loaded with the shipped alerts, scrapes the real exporter polling the simulator.
+
+Proves that every dashboard query and variable query returns data from what the exporter really exposes, and
+that the shipped rules evaluate cleanly and alert for the right tenants.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.promql import (
+    ALERTS_PATH,
+    JOB,
+    REPO_ROOT,
+    alert_rules,
+    data_panels,
+    load_dashboard,
+    parse_label_values,
+    query_variables,
+    substitute,
+    variable_query,
+)
+from tests.support import free_port, wait_until
+
+pytestmark = pytest.mark.e2e
+
+HEALTHY = ("contoso", "fabrikam")
+OVER_THRESHOLD = "northwind"
+FAILING = "adatum"
+# The token endpoint rejects adatum's credentials: its polls fail without retries.
+SCENARIO: dict[str, Any] = {
+    "seed": 1,
+    "token_lifetime": 3600,
+    "tenants": [
+        {
+            "tenant_id": "contoso.onmicrosoft.com",
+            "client_id": "11111111-1111-4111-8111-111111111111",
+            "client_secret": "demo-contoso-secret",
+            "currencies": [
+                {
+                    "code": "USD",
+                    "symbol": "$",
+                    "balance": 42000.5,
+                    "invoice_types": {"Recurring": 30000, "OneTime": 12000.5},
+                    "last_payment": {"amount": 1000, "date": "2025-10-01T00:00:00Z"},
+                    "latest_invoice_date": "2025-11-01T00:00:00",
+                }
+            ],
+        },
+        {
+            "tenant_id": "fabrikam.onmicrosoft.com",
+            "client_id": "22222222-2222-4222-8222-222222222222",
+            "client_secret": "demo-fabrikam-secret",
+            "refresh_token": "demo-fabrikam-refresh-token",
+            "currencies": [
+                {
+                    "code": code,
+                    "symbol": symbol,
+                    "balance": balance,
+                    "invoice_types": {"Recurring": balance - 100, "OneTime": 100},
+                    "last_payment": {"amount": 500, "date": "2025-09-15T00:00:00Z"},
+                    "latest_invoice_date": "2025-11-01T00:00:00Z",
+                }
+                for code, symbol, balance in (("USD", "$", 10000), ("EUR", "€", 20000), ("GBP", "£", 5000))
+            ],
+        },
+        {
+            "tenant_id": "northwind.onmicrosoft.com",
+            "client_id": "33333333-3333-4333-8333-333333333333",
+            "client_secret": "demo-northwind-secret",
+            "currencies": [
+                {
+                    "code": "EUR",
+                    "symbol": "€",
+                    "balance": 120000,
+                    "invoice_types": {"Recurring": 100000, "OneTime": 20000},
+                    "last_payment": {"amount": 2000, "date": "2025-08-01T00:00:00Z"},
+                    "latest_invoice_date": "2025-11-01T00:00:00Z",
+                }
+            ],
+        },
+        {
+            "tenant_id": "adatum.onmicrosoft.com",
+            "client_id": "44444444-4444-4444-8444-444444444444",
+            "client_secret": "demo-adatum-secret",
+            "currencies": [{"code": "USD", "symbol": "$", "balance": 1000}],
+            "faults": [{"kind": "status", "status": 401, "endpoint": "token"}],
+        },
+    ],
+}
+THRESHOLDS = {code: {"warning": 50000, "critical": 100000} for code in ("USD", "EUR", "GBP")}
+# Grafana's $__rate_interval is at least four scrape intervals; the scrape interval here is 1s.
+RATE_INTERVAL = "10s"
+DEADLINE = 30.0
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The running simulator, exporter and Prometheus."""
+
+    exporter_url: str
+    prometheus_url: str
+    logs: tuple[Path, ...]
+
+    def diagnostics(self) -> str:
+        """The last lines of every process's output, for failure messages."""
+        parts = []
+        for path in self.logs:
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+            parts.append(f"--- {path.name}\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+
+def _start(argv: list[str], log: Path, processes: list[subprocess.Popen[bytes]]) -> None:
+    """Start a process with its output in `log`, recorded for clean-up."""
+    with log.open("wb") as out:
+        processes.append(
+            subprocess.Popen(argv, cwd=REPO_ROOT, stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ))
+        )
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate every process, killing those that do not exit in time."""
+    for proc in reversed(processes):
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in reversed(processes):
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def _answers(url: str) -> bool:
+    """True once `url` answers 200."""
+    return httpx.get(url, timeout=2).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """Simulator, exporter and Prometheus on free 127.0.0.1 ports, stopped afterwards."""
+    prometheus = shutil.which("prometheus")
+    assert prometheus, "prometheus not found on PATH (Debian package `prometheus`)"
+    tmp = tmp_path_factory.mktemp("live")
+    sim_port, exporter_port, prom_port = free_port(), free_port(), free_port()
+    sim_url = f"http://127.0.0.1:{sim_port}"
+
+    (tmp / "scenario.yml").write_text(yaml.safe_dump(SCENARIO, allow_unicode=True), encoding="utf-8")
+    (tmp / "fabrikam.token").write_text("demo-fabrikam-refresh-token\n", encoding="utf-8")
+    config = {
+        "interval": "2s",
+        "timeout": "5s",
+        "api_url": sim_url,
+        "login_url": sim_url,
+        "thresholds": THRESHOLDS,
+        "tenants": [
+            {
+                "name": tenant["tenant_id"].split(".")[0],
+                "tenant_id": tenant["tenant_id"],
+                "client_id": tenant["client_id"],
+                "client_secret": tenant["client_secret"],
+                **(
+                    {"endpoint": "summaries", "refresh_token_file": str(tmp / "fabrikam.token")}
+                    if "refresh_token" in tenant
+                    else {}
+                ),
+            }
+            for tenant in SCENARIO["tenants"]
+        ],
+    }
+    (tmp / "exporter.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    prometheus_config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"},
+        "rule_files": [str(ALERTS_PATH)],
+        "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}],
+    }
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(prometheus_config), encoding="utf-8")
+
+    logs = (tmp / "simulator.log", tmp / "exporter.log", tmp / "prometheus.log")
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        _start(
+            [sys.executable, "-m", "exporter.simulator", f"--listen=127.0.0.1:{sim_port}",
+             f"--scenario={tmp / 'scenario.yml'}"],
+            logs[0],
+            processes,
+        )  # fmt: skip
+        wait_until(lambda: _answers(f"{sim_url}/_sim/healthz"), DEADLINE, what="simulator healthz")
+        _start(
+            [sys.executable, "-m", "exporter", f"--config.file={tmp / 'exporter.yml'}",
+             f"--web.listen-address=127.0.0.1:{exporter_port}"],
+            logs[1],
+            processes,
+        )  # fmt: skip
+        exporter_url = f"http://127.0.0.1:{exporter_port}"
+        wait_until(lambda: _answers(f"{exporter_url}/readyz"), DEADLINE, what="exporter readyz")
+        _start(
+            [prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
+             f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
+            logs[2],
+            processes,
+        )  # fmt: skip
+        prometheus_url = f"http://127.0.0.1:{prom_port}"
+        wait_until(lambda: _answers(f"{prometheus_url}/-/ready"), DEADLINE, what="prometheus ready")
+        yield Stack(exporter_url, prometheus_url, logs)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{Stack('', '', logs).diagnostics()}") from exc
+    finally:
+        _stop(processes)
+
+
+def _api(stack: Stack, path: str, params: Mapping[str, str]) -> Any:
+    """GET a Prometheus API endpoint and return its `data`."""
+    response = httpx.get(f"{stack.prometheus_url}{path}", params=params, timeout=10)
+    response.raise_for_status()
+    body = response.json()
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def _query(stack: Stack, expr: str, instant: bool) -> list[dict[str, Any]]:
+    """Result series of `expr`: an instant query now, or a range query over the last minute."""
+    if instant:
+        return list(_api(stack, "/api/v1/query", {"query": expr})["result"])
+    end = float(_api(stack, "/api/v1/query", {"query": "time()"})["result"][1])
+    params = {"query": expr, "start": str(end - 60), "end": str(end), "step": "1s"}
+    return list(_api(stack, "/api/v1/query_range", params)["result"])
+
+
+def _label_values(stack: Stack, label: str, selector: str | None) -> set[str]:
+    """What Grafana's label_values([selector,] label) asks Prometheus for."""
+    params = {"match[]": selector} if selector else {}
+    return set(_api(stack, f"/api/v1/label/{label}/values", params))
+
+
+def _label_values_are(stack: Stack, label: str, selector: str | None, want: set[str]) -> bool:
+    """True when label_values() answers exactly `want`."""
+    return _label_values(stack, label, selector) == want
+
+
+def _alerts(stack: Stack) -> list[dict[str, Any]]:
+    """Pending and firing alerts."""
+    return list(_api(stack, "/api/v1/alerts", {})["alerts"])
+
+
+# Variable values to try every query with: Grafana's "All" (allValue .*), the multi-value regex Grafana
+# builds, and single values as a repeated panel gets them.
+SELECTIONS = (
+    {"tenant": ".*", "currency": ".*"},
+    {"tenant": "(contoso|fabrikam)", "currency": "(USD|EUR)"},
+    {"tenant": ".*", "currency": "GBP"},
+    {"tenant": OVER_THRESHOLD, "currency": "EUR"},
+)
+
+
+def test_every_panel_query_returns_data(stack: Stack) -> None:
+    targets = [(panel, target) for panel in data_panels(load_dashboard()) for target in panel["targets"]]
+    assert targets
+    for selection in SELECTIONS:
+        values = {**selection, "__rate_interval": RATE_INTERVAL}
+        for panel, target in targets:
+            expr = substitute(target["expr"], values)
+            instant = bool(target.get("instant"))
+            try:
+                wait_until(partial(_query, stack, expr, instant), DEADLINE, interval=0.5, what=expr)
+            except AssertionError as exc:
+                raise AssertionError(f"{panel['title']} / {target['refId']}: {exc}\n{stack.diagnostics()}") from exc
+
+
+def test_overview_rows_are_per_tenant_and_currency(stack: Stack) -> None:
+    (table,) = [p for p in data_panels(load_dashboard()) if p["type"] == "table"]
+    balance = substitute(table["targets"][0]["expr"], {"tenant": ".*", "currency": ".*"})
+    expected = {("contoso", "USD"), ("fabrikam", "USD"), ("fabrikam", "EUR"), ("fabrikam", "GBP"), ("northwind", "EUR")}
+
+    def rows() -> set[tuple[str, str]] | None:
+        found = {(s["metric"]["tenant"], s["metric"]["currency"]) for s in _query(stack, balance, instant=True)}
+        return found if found == expected else None
+
+    wait_until(rows, DEADLINE, interval=0.5, what=f"rows {sorted(expected)}")
+
+
+def test_every_variable_query_returns_values(stack: Stack) -> None:
+    variables = {v["name"]: v for v in query_variables(load_dashboard())}
+    tenants = {t["tenant_id"].split(".")[0] for t in SCENARIO["tenants"]}
+    expected = {
+        ("tenant", ".*"): tenants,
+        ("currency", ".*"): {"USD", "EUR", "GBP"},
+        ("currency", "fabrikam"): {"USD", "EUR", "GBP"},
+        ("currency", OVER_THRESHOLD): {"EUR"},
+    }
+    for (name, tenant), want in expected.items():
+        selector, label = parse_label_values(variable_query(variables[name]))
+        if selector is not None:
+            selector = substitute(selector, {"tenant": tenant})
+        wait_until(
+            partial(_label_values_are, stack, label, selector, want),
+            DEADLINE,
+            interval=0.5,
+            what=f"label_values({selector}, {label}) == {sorted(want)}",
+        )
+
+
+def test_shipped_rules_are_loaded_and_evaluate_without_errors(stack: Stack) -> None:
+    def rules() -> list[dict[str, Any]] | None:
+        groups = _api(stack, "/api/v1/rules", {"type": "alert"})["groups"]
+        found = [rule for group in groups for rule in group["rules"]]
+        return found if found and all(r.get("lastEvaluation", "").startswith("2") for r in found) else None
+
+    loaded = wait_until(rules, DEADLINE, interval=0.5, what="rules evaluated")
+    assert sorted(r["name"] for r in loaded) == sorted(r["alert"] for r in alert_rules())
+    # Evaluate again a few seconds in, when every metric has samples: joins must not fail (many-to-many etc).
+    wait_until(lambda: _query(stack, "partnercenter_balance", instant=True), DEADLINE, what="balances")
+    for rule in wait_until(rules, DEADLINE, interval=0.5, what="rules evaluated"):
+        assert rule["health"] == "ok", (rule["name"], rule.get("lastError"))
+
+
+def test_threshold_alert_is_raised_for_the_right_tenant_only(stack: Stack) -> None:
+    def balance_alerts() -> list[dict[str, Any]] | None:
+        found = [a for a in _alerts(stack) if a["labels"]["alertname"] == "PartnerCenterBalanceHigh"]
+        severities = {a["labels"]["severity"] for a in found if a["labels"]["tenant"] == OVER_THRESHOLD}
+        return found if severities == {"warning", "critical"} else None
+
+    try:
+        found = wait_until(balance_alerts, DEADLINE, interval=0.5, what="PartnerCenterBalanceHigh for northwind")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{stack.diagnostics()}") from exc
+    for alert in found:
+        assert alert["state"] in {"pending", "firing"}
+        assert alert["labels"]["tenant"] == OVER_THRESHOLD, alert
+        assert alert["labels"]["currency"] == "EUR"
+        assert float(alert["value"]) == 120000
+    assert not [a for a in _alerts(stack) if a["labels"].get("tenant") in HEALTHY], "healthy tenants alert"
+
+
+def test_failing_tenant_raises_its_alerts(stack: Stack) -> None:
+    def failing_alerts() -> set[str] | None:
+        names = {a["labels"]["alertname"] for a in _alerts(stack) if a["labels"].get("tenant") == FAILING}
+        return names if {"PartnerCenterTenantDown", "PartnerCenterAuthFailing"} <= names else None
+
+    try:
+        wait_until(failing_alerts, DEADLINE, interval=0.5, what="TenantDown and AuthFailing for adatum")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_alerts(stack)}\n{stack.diagnostics()}") from exc
+    auth = [a for a in _alerts(stack) if a["labels"]["alertname"] == "PartnerCenterAuthFailing"]
+    assert {(a["labels"]["tenant"], a["labels"]["endpoint"], a["labels"]["status_code"]) for a in auth} == {
+        (FAILING, "token", "401")
+    }
+    # Pending for a moment before the first scrape; gone once the exporter is scraped.
+    wait_until(
+        lambda: not [a for a in _alerts(stack) if a["labels"]["alertname"] == "PartnerCenterExporterAbsent"],
+        DEADLINE,
+        interval=0.5,
+        what="PartnerCenterExporterAbsent to clear",
+    )
