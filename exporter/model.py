@@ -1,0 +1,350 @@
+"""Partner Center response bodies -> frozen `InvoiceSummary` values; every malformed body is a `ParseError`.
+
+This is the one place that reads upstream JSON. It absorbs the API's quirks (BOM, dates with or without a
+zone, "never" dates, numbers as text, free-text invoice types) so that the rest of the exporter only sees
+typed values whose strings are printable-safe and whose numbers are finite.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+log = logging.getLogger(__name__)
+
+# Never echo more than this much of an upstream body: it may be a whole HTML page.
+_SNIPPET_BYTES = 100
+_SNIPPET_CHARS = 120
+_DESCRIPTION_LIMIT = 200
+
+_TIMESTAMP = re.compile(
+    r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})"
+    r"(?:[Tt ](?P<hour>\d{2}):(?P<minute>\d{2})(?::(?P<second>\d{2})(?:[.,](?P<fraction>\d+))?)?)?"
+    r"(?P<zone>[Zz]|[+-]\d{2}:?\d{2})?",
+    re.ASCII,
+)
+# JSON's number grammar, loosened to allow a leading "+" or "."; no "nan", "inf" or "1_000" as float() would.
+_NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+# A proxy that echoes the request could put credentials into an error body; they must not reach a log line.
+_CREDENTIAL = re.compile(
+    r"(?i)\b(bearer\s+)\S+"
+    r"|\b((?:client_secret|refresh_token|access_token|id_token|assertion)[\"']?\s*[=:]\s*[\"']?)[^\s&\"',}]+"
+    # JWTs, also when cut short by a length limit
+    r"|\beyJ[\w-]{8,}(?:\.[\w-]*)*"
+)
+
+
+class ParseError(Exception):
+    """An upstream body that is not the expected JSON document; the message echoes at most 100 body bytes."""
+
+
+@dataclass(frozen=True)
+class InvoiceTypeSummary:
+    """The balance of one invoice type (`details[]` of an invoice summary)."""
+
+    invoice_type: str  # upstream text, stripped, lower-cased
+    balance: float | None
+    last_payment_amount: float | None
+    latest_invoice_time: float | None  # Unix seconds; None for missing/null/never
+
+
+@dataclass(frozen=True)
+class InvoiceSummary:
+    """One currency's account balance and dates; times are Unix seconds, None when missing or never."""
+
+    currency: str  # currencyCode, upper-case
+    symbol: str | None
+    balance: float | None
+    last_payment_amount: float | None
+    last_payment_time: float | None
+    latest_invoice_time: float | None
+    first_invoice_time: float | None
+    accounting_time: float | None
+    details: tuple[InvoiceTypeSummary, ...]
+
+
+def parse_summary(body: bytes) -> InvoiceSummary:
+    """Parse the body of `GET /v1/invoices/summary`."""
+    return _summary(_load(body), "")
+
+
+def parse_summaries(body: bytes) -> tuple[InvoiceSummary, ...]:
+    """Parse the body of `GET /v1/invoices/summaries`: one summary per currency, in upstream order."""
+    document = _load(body)
+    if not isinstance(document, dict):
+        raise ParseError(f"body: expected a JSON object, got {_kind(document)}")
+    if "items" not in document:
+        raise ParseError("items: missing")
+    items = document["items"]
+    if not isinstance(items, list):
+        raise ParseError(f"items: expected a list, got {_kind(items)}")
+    summaries: dict[str, InvoiceSummary] = {}
+    for index, item in enumerate(items):
+        summary = _summary(item, f"items[{index}]")
+        if summary.currency in summaries:
+            # Two series with the same labels cannot be exposed; the first one is what upstream listed first.
+            log.debug("duplicate currency ignored", extra={"currency": summary.currency, "item": index})
+            continue
+        summaries[summary.currency] = summary
+    return tuple(summaries.values())
+
+
+def parse_timestamp(value: object) -> float | None:
+    """Unix seconds from an upstream date; None when missing, unparseable or "never" (year 1)."""
+    if not isinstance(value, str):
+        return None
+    match = _TIMESTAMP.fullmatch(value.strip())
+    if match is None:
+        return None
+    year = int(match["year"])
+    if year == 1:
+        # .NET's DateTime.MinValue: upstream's way of saying "never happened".
+        return None
+    try:
+        moment = datetime(
+            year,
+            int(match["month"]),
+            int(match["day"]),
+            int(match["hour"] or 0),
+            int(match["minute"] or 0),
+            int(match["second"] or 0),
+            tzinfo=UTC,
+        )
+    except ValueError:
+        return None
+    # Parsed apart from datetime because upstream sends 7 fractional digits (.NET ticks); datetime takes 6.
+    fraction = float(f"0.{match['fraction']}") if match["fraction"] else 0.0
+    offset = _zone_offset(match["zone"])
+    if offset is None:
+        return None
+    return moment.timestamp() + fraction - offset
+
+
+def describe_error_body(body: bytes) -> str:
+    """A short, single-line, printable description of an upstream error body, for logs."""
+    text = body.decode("utf-8-sig", "replace")
+    if not text.strip():
+        return "empty body"
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return _one_line(f"non-JSON body ({len(body)} bytes): {_snippet(body)}")
+    description = _describe_document(document) if isinstance(document, dict) else None
+    if description is None:
+        description = f"JSON body: {_compact(document)}"
+    return _one_line(description)
+
+
+def _load(body: bytes) -> object:
+    """Decode and parse a JSON body, turning every failure into a ParseError."""
+    try:
+        # utf-8-sig: some Partner Center front ends prefix the JSON with a byte order mark.
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ParseError(f"body is not valid UTF-8 (byte {exc.start}): {_snippet(body)}") from None
+    if not text.strip():
+        raise ParseError("empty body")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ParseError("body is nested too deeply to parse") from None
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"body is not JSON ({exc.msg} at char {exc.pos}): {_snippet(body)}") from None
+    except ValueError as exc:
+        # Integer literals longer than Python's digit limit raise a plain ValueError.
+        raise ParseError(f"body is not JSON ({_one_line(str(exc), 80)})") from None
+
+
+def _summary(document: object, path: str) -> InvoiceSummary:
+    """Build an InvoiceSummary from one JSON object found at `path` ("" for the body itself)."""
+    if not isinstance(document, dict):
+        raise ParseError(f"{path or 'body'}: expected a JSON object, got {_kind(document)}")
+    currency = _text(document.get("currencyCode"))
+    if currency is None:
+        # A summary without a currency cannot be labelled: its amounts have no unit.
+        raise ParseError(f"{_at(path, 'currencyCode')}: missing or empty")
+    return InvoiceSummary(
+        currency=currency.upper(),
+        symbol=_text(document.get("currencySymbol")),
+        balance=_number(document.get("balanceAmount")),
+        last_payment_amount=_number(document.get("lastPaymentAmount")),
+        last_payment_time=parse_timestamp(document.get("lastPaymentDate")),
+        latest_invoice_time=parse_timestamp(document.get("latestInvoiceDate")),
+        first_invoice_time=parse_timestamp(document.get("firstInvoiceCreationDate")),
+        accounting_time=parse_timestamp(document.get("accountingDate")),
+        details=_details(document.get("details"), path),
+    )
+
+
+def _details(value: object, path: str) -> tuple[InvoiceTypeSummary, ...]:
+    """Per-invoice-type summaries; unusable entries are skipped, same-type entries merged."""
+    if not isinstance(value, list):
+        return ()
+    # Types that differ only in case or spacing would become one label, so they become one series.
+    groups: dict[str, list[dict[str, object]]] = {}
+    for index, entry in enumerate(value):
+        invoice_type = _text(entry.get("invoiceType")) if isinstance(entry, dict) else None
+        summary = entry.get("summary") if isinstance(entry, dict) else None
+        if invoice_type is None or not isinstance(summary, dict):
+            # Without a type there is no label, and without a summary there is nothing to show.
+            log.debug("invoice detail skipped", extra={"detail": f"{_at(path, 'details')}[{index}]"})
+            continue
+        groups.setdefault(invoice_type.lower(), []).append(summary)
+    # Currency is deliberately not read: the parent's currency is the unit of its details.
+    return tuple(
+        InvoiceTypeSummary(
+            invoice_type=invoice_type,
+            balance=_total(_number(s.get("balanceAmount")) for s in summaries),
+            last_payment_amount=_total(_number(s.get("lastPaymentAmount")) for s in summaries),
+            latest_invoice_time=_latest(parse_timestamp(s.get("latestInvoiceDate")) for s in summaries),
+        )
+        for invoice_type, summaries in groups.items()
+    )
+
+
+def _total(amounts: Iterable[float | None]) -> float | None:
+    """The exact sum of the known amounts; None when none is known or the sum overflows."""
+    known = [amount for amount in amounts if amount is not None]
+    if not known:
+        return None
+    try:
+        total = math.fsum(known)
+    except OverflowError:
+        return None
+    return total if math.isfinite(total) else None
+
+
+def _latest(times: Iterable[float | None]) -> float | None:
+    """The latest of the known times, or None."""
+    return max((time for time in times if time is not None), default=None)
+
+
+def _number(value: object) -> float | None:
+    """A finite float from a JSON number or numeric text; None otherwise (bool is not a number)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+    elif isinstance(value, str) and _NUMERIC_TEXT.fullmatch(value.strip()):
+        number = float(value.strip())
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _text(value: object) -> str | None:
+    """Stripped text, or None when missing, not a string, or blank."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    # JSON can carry lone surrogates ("\ud800") that cannot be encoded as UTF-8, and these strings end up
+    # as label values in an exposition.
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _zone_offset(zone: str | None) -> float | None:
+    """Seconds east of UTC for a zone suffix; no zone means UTC; None for an impossible offset."""
+    if zone is None or zone in "Zz":
+        return 0.0
+    digits = zone[1:].replace(":", "")
+    hours, minutes = int(digits[:2]), int(digits[2:])
+    if hours > 23 or minutes > 59:
+        return None
+    seconds = hours * 3600 + minutes * 60
+    return float(-seconds if zone[0] == "-" else seconds)
+
+
+def _describe_document(document: dict[str, object]) -> str | None:
+    """Describe the error shapes Partner Center, its gateway and Entra ID are known to send."""
+    if "code" in document or "description" in document:
+        # Partner Center: {"code": 600001, "description": "...", "data": [...], "source": "PartnerFD"}
+        text = _join_known(document.get("code"), document.get("description"), prefix="code ")
+        source = _scalar(document.get("source"))
+        data = document.get("data")
+        if source:
+            text += f" (source {source})"
+        if data not in (None, [], {}, ""):
+            text += f" data: {_compact(data)}"
+        return text
+    if "statusCode" in document or "message" in document:
+        # API gateway: {"statusCode": 429, "message": "Rate limit is exceeded. Try again in 2 seconds."}
+        return _join_known(document.get("statusCode"), document.get("message"), prefix="status ")
+    error = document.get("error")
+    if isinstance(error, str):
+        # Entra ID: {"error": "invalid_grant", "error_description": "AADSTS70008: ...\r\nTrace ID: ..."}
+        return _join_known(error, document.get("error_description"), prefix="")
+    if isinstance(error, dict):
+        # Azure style: {"error": {"code": "...", "message": "..."}}
+        return _join_known(error.get("code"), error.get("message"), prefix="")
+    return None
+
+
+def _join_known(head_value: object, tail_value: object, prefix: str) -> str:
+    """`prefix+head: tail`, leaving out whichever part is empty."""
+    head, tail = _scalar(head_value), _scalar(tail_value)
+    if head and tail:
+        return f"{prefix}{head}: {tail}"
+    return f"{prefix}{head}" if head else tail or "error body without details"
+
+
+def _scalar(value: object) -> str:
+    """A JSON value as short text: strings as they are, anything else as compact JSON."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else _compact(value)
+
+
+def _compact(value: object) -> str:
+    """Compact JSON text of a parsed value, cut short."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (ValueError, RecursionError):
+        return "?"
+    return text[: _DESCRIPTION_LIMIT + 1]
+
+
+def _snippet(body: bytes) -> str:
+    """The first 100 bytes of a body as printable, quoted text."""
+    # An incremental decoder drops a multi-byte character cut in half by the slice instead of garbling it.
+    head = codecs.getincrementaldecoder("utf-8")("backslashreplace").decode(body[:_SNIPPET_BYTES])
+    text = _printable(head.removeprefix(chr(0xFEFF)))
+    # Escaped control bytes take four characters each; the message stays short either way.
+    more = "..." if len(body) > _SNIPPET_BYTES or len(text) > _SNIPPET_CHARS else ""
+    return f'"{text[:_SNIPPET_CHARS]}{more}"'
+
+
+def _one_line(text: str, limit: int = _DESCRIPTION_LIMIT) -> str:
+    """Printable single-line text of at most `limit` characters."""
+    line = _printable(text)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _printable(text: str) -> str:
+    """Collapse whitespace, escape other unprintable characters and redact anything credential-like."""
+    text = " ".join(text.split())
+    text = "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+    return _CREDENTIAL.sub(lambda m: f"{m[1] or m[2] or ''}<redacted>", text)
+
+
+def _at(path: str, key: str) -> str:
+    """The path of `key` inside the object at `path`."""
+    return f"{path}.{key}" if path else key
+
+
+def _kind(value: object) -> str:
+    """The JSON name of a parsed value's type, for error messages."""
+    if value is None:
+        return "null"
+    kinds = {bool: "a boolean", int: "a number", float: "a number", str: "a string", list: "an array"}
+    return kinds.get(type(value), "an object")
