@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from exporter.client import TokenGrant
 from exporter.config import TenantConfig
+from exporter.files import write_atomically
 from exporter.secret import Secret
 
 log = logging.getLogger(__name__)
@@ -75,21 +74,5 @@ class TokenCache:
 
 
 def write_secret_file(path: Path, secret: Secret) -> None:
-    """Replace `path` atomically with `secret` (temp file in the same dir, mode 0600, fsync, rename)."""
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(secret.reveal() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Replace `path` atomically with `secret` (mode 0600)."""
+    write_atomically(path, secret.reveal() + "\n")

@@ -10,13 +10,12 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from exporter.config import Config
+from exporter.files import write_atomically
 from exporter.model import InvoiceSummary, InvoiceTypeSummary
 from exporter.snapshot import Snapshot
 
@@ -52,17 +51,7 @@ def save_state(path: Path, snap: Snapshot) -> None:
             "summaries": [dataclasses.asdict(s) for s in state.summaries],
         }
     data = json.dumps({"format": FORMAT, "version": VERSION, "tenants": tenants}, separators=(",", ":"))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, data)
 
 
 def load_state(path: Path, config: Config) -> dict[str, RestoredTenant]:
