@@ -1,4 +1,7 @@
-"""`--demo`: the built-in simulator in-process, and a config for its sample tenants. No credentials, no files."""
+"""`--demo`: the built-in simulator in-process, and a config for its sample tenants. No credentials, no files.
+
+The sample tenants' credentials are public demo values of the default scenario, not secrets.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from exporter.config import Config, parse_config
-from exporter.simulator import Simulator, default_scenario
+from exporter.simulator import Scenario, Simulator, default_scenario
 
 log = logging.getLogger(__name__)
 
-# The default scenario's sample tenants; their credentials are public demo values, not secrets.
-_DEMO_CONFIG = """
+_DEMO_SETTINGS = """
 interval: 15s
 timeout: 10s
 concurrency: 4
@@ -26,25 +28,27 @@ thresholds:
   EUR: {{warning: 50000, critical: 100000}}
   GBP: {{warning: 50000, critical: 100000}}
 tenants:
-  - name: contoso
-    tenant_id: contoso.onmicrosoft.com
-    client_id: 11111111-1111-4111-8111-111111111111
-    client_secret: demo-contoso-secret
-  - name: fabrikam
-    tenant_id: fabrikam.onmicrosoft.com
-    client_id: 22222222-2222-4222-8222-222222222222
-    client_secret: demo-fabrikam-secret
-    refresh_token_file: fabrikam.token
-    endpoint: summaries
-  - name: northwind
-    tenant_id: northwind.onmicrosoft.com
-    client_id: 33333333-3333-4333-8333-333333333333
-    client_secret: demo-northwind-secret
-  - name: adatum
-    tenant_id: adatum.onmicrosoft.com
-    client_id: 44444444-4444-4444-8444-444444444444
-    client_secret: demo-adatum-secret
 """
+
+
+def _demo_yaml(scenario: Scenario, url: str, base: Path) -> str:
+    """A config for every tenant of the scenario; App+User ones (with a refresh token) use `summaries`."""
+    lines = [_DEMO_SETTINGS.format(url=url)]
+    for tenant in scenario.tenants:
+        name = tenant.tenant_id.split(".", 1)[0]
+        lines += [
+            f"  - name: {name}",
+            f"    tenant_id: {tenant.tenant_id}",
+            f"    client_id: {tenant.client_id}",
+        ]
+        if tenant.client_secret:
+            lines.append(f"    client_secret: {tenant.client_secret}")
+        if tenant.refresh_token:
+            token_file = base / f"{name}.token"
+            token_file.write_text(tenant.refresh_token + "\n", encoding="utf-8")
+            token_file.chmod(0o600)
+            lines += [f"    refresh_token_file: {token_file.name}", "    endpoint: summaries"]
+    return "\n".join(lines) + "\n"
 
 
 @contextlib.contextmanager
@@ -56,15 +60,13 @@ def demo_config() -> Iterator[Config]:
     try:
         with tempfile.TemporaryDirectory(prefix="partnercenter-demo-") as tmp:
             base = Path(tmp)
-            refresh = next(t.refresh_token for t in scenario.tenants if t.refresh_token)
-            (base / "fabrikam.token").write_text(refresh + "\n", encoding="utf-8")
-            (base / "fabrikam.token").chmod(0o600)
+            text = _demo_yaml(scenario, simulator.url, base)
             # The demo polls every 15s on purpose; the config loader's "interval below 1m" advice is for real use.
             config_log = logging.getLogger("exporter.config")
             level = config_log.level
             config_log.setLevel(logging.ERROR)
             try:
-                config = parse_config(_DEMO_CONFIG.format(url=simulator.url), base_dir=base, environ={})
+                config = parse_config(text, base_dir=base, environ={})
             finally:
                 config_log.setLevel(level)
             log.info("demo simulator running", extra={"url": simulator.url})
