@@ -19,7 +19,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from exporter.collector import PartnerCenterCollector
 from exporter.config import Config, ConfigError, load_config
-from exporter.exposition import Exposition
+from exporter.exposition import Exposition, SnapshotRenderer
 from exporter.poller import Poller, RetryPolicy, TransportFactory
 from exporter.server import ExporterServer, Routes, serve_in_thread
 from exporter.snapshot import SnapshotStore, TenantState
@@ -79,7 +79,9 @@ class App:
         restore_state(self.store, config)
         live = CollectorRegistry(auto_describe=True)
         live.register(ProcessCollector(registry=None))
-        self.exposition = Exposition(business_registry(self.store), lambda: self.store.current.generation, live)
+        self.exposition = Exposition(
+            SnapshotRenderer(lambda: self.store.current), lambda: self.store.current.generation, live
+        )
         self.store.on_change(self.exposition.notify)
         self._state_dirty = threading.Event()
         self.poller = Poller(

@@ -8,12 +8,14 @@ import zlib
 from dataclasses import replace
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge
+import pytest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import business_registry
-from exporter.exposition import Exposition
-from exporter.model import InvoiceSummary
+from exporter.exposition import Exposition, SnapshotRenderer
+from exporter.model import InvoiceSummary, parse_summaries
 from exporter.snapshot import SnapshotStore
 from tests.fakes import make_config, tenant_yaml
 from tests.support import wait_until
@@ -36,7 +38,8 @@ def _live_registry() -> CollectorRegistry:
 
 
 def _exposition(store: SnapshotStore, live: CollectorRegistry | None = None) -> Exposition:
-    exposition = Exposition(business_registry(store), lambda: store.current.generation, live, min_interval=0.01)
+    renderer = SnapshotRenderer(lambda: store.current)
+    exposition = Exposition(renderer, lambda: store.current.generation, live, min_interval=0.01)
     store.on_change(exposition.notify)
     return exposition
 
@@ -98,19 +101,64 @@ def test_body_follows_snapshot_changes_via_renderer(tmp_path: Path) -> None:
 def test_unchanged_snapshot_is_not_rendered_again(tmp_path: Path) -> None:
     store = _store(tmp_path)
     renders = [0]
-    registry = business_registry(store)
-    original = registry.collect
+    renderer = SnapshotRenderer(lambda: store.current)
 
-    def counting_collect():  # type: ignore[no-untyped-def]
+    def counting(openmetrics: bool) -> bytes:
         renders[0] += 1
-        return original()
+        return renderer(openmetrics)
 
-    registry.collect = counting_collect  # type: ignore[method-assign]
-    exposition = Exposition(registry, lambda: store.current.generation, None)
+    exposition = Exposition(counting, lambda: store.current.generation, None)
     for _ in range(20):
         exposition.body(openmetrics=False, gzip=False)
         exposition.body(openmetrics=False, gzip=True)
     assert renders[0] == 1
+
+
+def _reference(store: SnapshotStore, openmetrics: bool) -> bytes:
+    registry = business_registry(store)
+    if openmetrics:
+        return generate_openmetrics(registry).removesuffix(b"# EOF\n")  # type: ignore[no-untyped-call]
+    return generate_latest(registry)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_incremental_render_is_byte_identical_to_prometheus_client(tmp_path: Path, openmetrics: bool) -> None:
+    body = (Path(__file__).parent / "data" / "bodies" / "invoice_summaries.json").read_bytes()
+    store = _store(tmp_path, tenants=4)
+    renderer = SnapshotRenderer(lambda: store.current)
+    assert renderer(openmetrics) == _reference(store, openmetrics)  # nothing polled yet
+    store.update_tenant(
+        "t1",
+        lambda s: replace(
+            s.counted("token", None),
+            summaries=parse_summaries(body),
+            up=True,
+            last_success=1.5,
+            poll_duration=0.1,
+            token_expiry=99.0,
+        ),
+    )
+    _set_balance(store, "t3", 7)
+    assert renderer(openmetrics) == _reference(store, openmetrics)
+    store.update_tenant("t3", lambda s: replace(s.counted("summary", "503"), up=False, last_error='odd "text"'))
+    assert renderer(openmetrics) == _reference(store, openmetrics)
+    # A reload that drops a tenant, adds one and changes a threshold: cached lines must not survive it.
+    reloaded = make_config(tmp_path, tenant_yaml("t1", extra="thresholds: {GBP: {warning: 1}}") + tenant_yaml("t9"))
+    store.replace_config(reloaded, restarted=(), now=5.0)
+    assert renderer(openmetrics) == _reference(store, openmetrics)
+    assert b'tenant="t3"' not in renderer(openmetrics)
+    assert b'partnercenter_balance_threshold{currency="GBP",severity="warning",tenant="t1"} 1.0' in renderer(
+        openmetrics
+    )
+
+
+def test_label_values_are_escaped_like_prometheus_client(tmp_path: Path) -> None:
+    store = _store(tmp_path, tenants=1)
+    odd = InvoiceSummary('U"S\\D\n', "$", 1.0, None, None, None, None, None, ())
+    store.update_tenant("t0", lambda s: replace(s, summaries=(odd,), up=True))
+    renderer = SnapshotRenderer(lambda: store.current)
+    assert renderer(False) == _reference(store, False)
+    assert renderer(True) == _reference(store, True)
 
 
 def test_body_parses_as_prometheus_text(tmp_path: Path) -> None:
