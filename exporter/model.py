@@ -8,6 +8,7 @@ typed values whose strings are printable-safe and whose numbers are finite.
 from __future__ import annotations
 
 import codecs
+import functools
 import json
 import logging
 import math
@@ -99,6 +100,13 @@ def parse_timestamp(value: object) -> float | None:
     """Unix seconds from an upstream date; None when missing, unparseable or "never" (year 1)."""
     if not isinstance(value, str):
         return None
+    return _parse_timestamp_text(value)
+
+
+# A tenant's dates rarely change between polls, and each body carries a dozen of them: parsing showed up in
+# profiles of large poll cycles, and a bounded memo of the text makes it a dictionary lookup.
+@functools.lru_cache(maxsize=8192)
+def _parse_timestamp_text(value: str) -> float | None:
     match = _TIMESTAMP.fullmatch(value.strip())
     if match is None:
         return None

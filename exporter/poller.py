@@ -42,6 +42,9 @@ class RetryPolicy:
     max_delay: float = 30.0
     default_retry_after: float = 60.0  # a 429 without a usable Retry-After header
     schedule_jitter: float = 0.05  # each interval is stretched or shrunk by up to this fraction
+    # Finished polls are published together at most this long after the first of them: each publication copies
+    # the tenant map, and one copy per poll made a cycle quadratic in the number of tenants.
+    publish_window: float = 0.05
 
 
 TransportFactory = Callable[[], httpx.AsyncBaseTransport]
@@ -127,6 +130,9 @@ class Poller:
         self._on_success = on_success
         self._tenants = {t.name: _Tenant(t) for t in config.tenants}
         self._pool: ClientPool | None = None
+        self._pending: list[tuple[str, Callable[[TenantState], TenantState]]] = []
+        self._pending_success = False
+        self._flush_handle: asyncio.TimerHandle | None = None
         self._running = False
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -139,6 +145,7 @@ class Poller:
     async def poll_all(self) -> None:
         """Poll every tenant once, now (for --once and benchmarks)."""
         await asyncio.gather(*(self._poll(t) for t in self._tenants.values()))
+        self._flush()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll on schedule until `stop` is set, then cancel in-flight requests and close connections."""
@@ -154,6 +161,7 @@ class Poller:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            self._flush()
             await self.aclose()
 
     async def aclose(self) -> None:
@@ -164,6 +172,7 @@ class Poller:
 
     async def apply_config(self, config: Config) -> None:
         """Switch to a new config: new tenants start, removed ones stop, unchanged ones keep token and state."""
+        self._flush()
         old = self._config
         transport_changed = (old.api_url, old.login_url, old.timeout, old.concurrency) != (
             config.api_url,
@@ -315,8 +324,21 @@ class Poller:
             error = _redact(f"{failure.endpoint}: {failure.status}: {failure.description}", secrets)
             return replace(state, summaries=kept, up=False, last_error=error)
 
-        self._store.update_tenant(t.config.name, change)
-        if failure is None and self._on_success is not None:
+        self._pending.append((t.config.name, change))
+        self._pending_success = self._pending_success or failure is None
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(self._retry.publish_window, self._flush)
+
+    def _flush(self) -> None:
+        """Publish every finished poll not yet published, as one snapshot."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        pending, self._pending = self._pending, []
+        success, self._pending_success = self._pending_success, False
+        if pending:
+            self._store.update_tenants(pending)
+        if success and self._on_success is not None:
             self._on_success()
 
     def _log_failure(self, t: _Tenant, exc: UpstreamError, attempt: int) -> None:

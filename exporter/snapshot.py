@@ -100,14 +100,21 @@ class SnapshotStore:
 
     def update_tenant(self, name: str, change: Callable[[TenantState], TenantState]) -> None:
         """Apply `change` to one tenant's state; ignored when the tenant is no longer configured."""
+        self.update_tenants([(name, change)])
+
+    def update_tenants(self, changes: Iterable[tuple[str, Callable[[TenantState], TenantState]]]) -> None:
+        """Apply several tenants' changes as one new snapshot (one copy of the tenant map, not one each)."""
         with self._lock:
             snap = self._current
-            state = snap.tenants.get(name)
-            if state is None:
-                return
             tenants = dict(snap.tenants)
-            tenants[name] = change(state)
-            self._publish(replace(snap, tenants=MappingProxyType(tenants)))
+            changed = False
+            for name, change in changes:
+                state = tenants.get(name)
+                if state is not None:
+                    tenants[name] = change(state)
+                    changed = True
+            if changed:
+                self._publish(replace(snap, tenants=MappingProxyType(tenants)))
 
     def replace_config(self, config: Config, restarted: Iterable[str], now: float) -> None:
         """Swap in a new config: keep unchanged tenants' state, start the others afresh."""
