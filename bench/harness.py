@@ -127,8 +127,8 @@ class Scraper:
         raise AssertionError("unreachable")
 
     def text(self, path: str) -> str:
-        """The decoded body of a plain GET."""
-        return self.get(path)[1].decode()
+        """The decoded body of a GET (asked gzipped: polling for a condition must not load the exporter)."""
+        return gunzip(self.get(path, gzip=True)[1]).decode()
 
     def json(self, path: str) -> object:
         """The JSON body of a GET."""
@@ -212,8 +212,9 @@ class BackgroundScrapes:
     """Scrapes /metrics back to back in a thread; records (wall start time, seconds) of each."""
 
     port: int
-    gzip: bool = False
-    pace: float = 0.02  # seconds between scrape starts: a busy Prometheus, not a load test
+    # Like Prometheus: gzip. Still far busier than Prometheus (every 15-60 s), but not a load test of our own.
+    gzip: bool = True
+    pace: float = 0.1
     results: list[tuple[float, float]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)

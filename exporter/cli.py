@@ -147,10 +147,11 @@ def _serve(config: Config, path: Path | None, listen: tuple[str, int], web: WebC
             f"partnercenter-exporter: error: cannot listen on {listen[0]}:{listen[1]}: {exc.strerror}", file=sys.stderr
         )
         return 1
-    # Scrapes, the renderer and the poller share one GIL. The default 5 ms switch interval lets a busy poller
-    # hold a scrape thread up to 5 ms at each of the several points where it needs the GIL back; 1 ms keeps
-    # scrape latency during a poll cycle close to idle latency, for a little throughput.
-    sys.setswitchinterval(0.001)
+    # Scrapes, the renderer and the poller share one GIL. A scrape needs it back at several points (recv, send,
+    # the live process metrics), and at each one it may wait a whole switch interval while a poll cycle keeps
+    # the poller busy. At 1000 tenants the default 5 ms made scrape p99 during a cycle ~90 ms; 0.2 ms makes it
+    # ~20 ms, with no measurable cost to the cycle (bench/RESULTS.md).
+    sys.setswitchinterval(0.0002)
     stop = threading.Event()
     with _signals(app, stop):
         app.start()

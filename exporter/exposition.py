@@ -74,7 +74,7 @@ class Exposition:
         render: Callable[[bool], bytes],
         generation: Callable[[], int],
         live: CollectorRegistry | None = None,
-        min_interval: float = 0.2,
+        min_interval: float = 1.0,
     ) -> None:
         self._render_body = render
         self._generation = generation
@@ -104,18 +104,23 @@ class Exposition:
 
     def body(self, openmetrics: bool, gzip: bool) -> tuple[bytes, str]:
         """The current body and its content type."""
+        parts, content_type = self.parts(openmetrics, gzip)
+        return b"".join(parts), content_type
+
+    def parts(self, openmetrics: bool, gzip: bool) -> tuple[tuple[bytes, ...], str]:
+        """The current body as consecutive parts (sent one after another, never copied together)."""
         rendered = self._cache.get(openmetrics)
         if rendered is None:
             rendered = self._render(openmetrics)
         live = self._render_live(openmetrics)
         content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         if not gzip:
-            return rendered.plain + live, content_type
+            # Megabytes at a thousand tenants: appending the live part would copy them on every scrape.
+            return (rendered.plain, live), content_type
         tail = zlib.compressobj(_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
         trailer = struct.pack("<II", zlib.crc32(live, rendered.crc), (len(rendered.plain) + len(live)) & 0xFFFFFFFF)
-        return (
-            _GZIP_HEADER + rendered.deflated + tail.compress(live) + tail.flush(zlib.Z_FINISH) + trailer,
-            content_type,
+        return (_GZIP_HEADER + rendered.deflated + tail.compress(live) + tail.flush(zlib.Z_FINISH) + trailer,), (
+            content_type
         )
 
     def _render_live(self, openmetrics: bool) -> bytes:

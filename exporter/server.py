@@ -147,7 +147,7 @@ class _Handler(BaseHTTPRequestHandler):
         accept = self.headers.get("Accept", "")
         openmetrics = "application/openmetrics-text" in accept
         gzip = _accepts_gzip(self.headers.get("Accept-Encoding", ""))
-        body, content_type = routes.exposition.body(openmetrics, gzip)
+        body, content_type = routes.exposition.parts(openmetrics, gzip)
         extra = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"} if gzip else {"Vary": "Accept-Encoding"}
         self._send(HTTPStatus.OK, body, content_type, extra)
 
@@ -167,18 +167,20 @@ class _Handler(BaseHTTPRequestHandler):
     def _send(
         self,
         status: HTTPStatus,
-        body: bytes,
+        body: bytes | tuple[bytes, ...],
         content_type: str = "text/plain; charset=utf-8",
         extra: dict[str, str] | None = None,
     ) -> None:
+        parts = (body,) if isinstance(body, bytes) else body
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(sum(len(p) for p in parts)))
         web_config = self.server.routes.web_config
         for name, value in {**(web_config.headers if web_config else {}), **(extra or {})}.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(body)
+        for part in parts:
+            self.wfile.write(part)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Access log at debug level, through logging rather than stderr."""
