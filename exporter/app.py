@@ -122,7 +122,12 @@ class App:
             if self._loop is None:
                 return False, "not running"
             future = asyncio.run_coroutine_threadsafe(self.poller.apply_config(config), self._loop)
-            future.result(timeout=30)
+            try:
+                future.result(timeout=30)
+            except Exception:  # a bug here must not take the HTTP thread or the signal thread down with it
+                self.store.reload_failed()
+                log.exception("applying the new config failed")
+                return False, "config reload failed: internal error (see the exporter log)"
             log.info("config reloaded", extra={"tenants": len(config.tenants)})
             return True, "config reloaded"
 
