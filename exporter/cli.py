@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -155,6 +156,10 @@ def _serve(config: Config, path: Path | None, listen: tuple[str, int], web: WebC
     stop = threading.Event()
     with _signals(app, stop):
         app.start()
+        # A full pass of the cyclic garbage collector walks every tracked object with the GIL held, and a scrape
+        # waits it out: at 1000 tenants that was ~80 ms, mostly modules and config that live for the whole run.
+        # Freezing what exists after start-up keeps those out of every later pass (~20 ms).
+        gc.freeze()
         if demo:
             print(
                 f"Demo running: metrics at {app.url}/metrics, tenants at {app.url}/ (Ctrl-C stops)",
