@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 import time
 import zlib
 from dataclasses import replace
@@ -169,3 +170,31 @@ def test_body_parses_as_prometheus_text(tmp_path: Path) -> None:
     families = {f.name: f for f in text_string_to_metric_families(body.decode())}
     balances = {s.labels["tenant"]: s.value for s in families["partnercenter_balance"].samples}
     assert balances == {f"t{i}": float(i) for i in range(50)}
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_incremental_render_stays_identical_through_many_random_changes(tmp_path: Path, openmetrics: bool) -> None:
+    rng = random.Random(7)
+    store = _store(tmp_path, tenants=12)
+    renderer = SnapshotRenderer(lambda: store.current)
+    for step in range(40):
+        for name in rng.sample([f"t{i}" for i in range(12)], k=rng.randint(0, 4)):
+            currencies = rng.sample(["USD", "EUR", "GBP"], k=rng.randint(0, 3))
+            summaries = tuple(
+                InvoiceSummary(
+                    c,
+                    None if rng.random() < 0.3 else "$",
+                    rng.random() * 10 ** rng.randint(0, 7),
+                    None,
+                    None,
+                    float(step),
+                    None,
+                    None,
+                    (),
+                )
+                for c in currencies
+            )
+            store.update_tenant(
+                name, lambda s, v=summaries: replace(s.counted("summary", None), summaries=v, up=bool(v))
+            )
+        assert renderer(openmetrics) == _reference(store, openmetrics), f"step {step}"
