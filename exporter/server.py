@@ -223,7 +223,7 @@ def _tenant_row(name: str, state: TenantState | None) -> str:
     cells = (
         f'<td>{html.escape(name)}</td><td class="{css}">{status}</td>'
         f"<td>{html.escape(currencies) or '&ndash;'}</td>"
-        f"<td>{html.escape(_format_time(state.last_success if state else None))}</td>"
+        f'<td class="when">{html.escape(_format_time(state.last_success if state else None))}</td>'
         f"<td>{html.escape(last_error) or '&ndash;'}</td>"
     )
     return f"<tr>{cells}</tr>"
@@ -243,6 +243,7 @@ th, td {{ border: 1px solid #ccc; padding: .35rem .7rem; text-align: left; verti
 th {{ background: #f4f4f4; }}
 .up {{ color: #1a7f37; font-weight: 600; }} .down {{ color: #cf222e; font-weight: 600; }}
 .pending {{ color: #9a6700; }}
+td.when {{ white-space: nowrap; }}
 code {{ background: #f4f4f4; padding: 0 .2rem; }}
 </style>
 </head>
