@@ -1,9 +1,10 @@
 """The /metrics body: rendered once per snapshot change, off the scrape path, plain and gzip.
 
 Rendering tens of thousands of samples takes hundreds of milliseconds; a scrape must not pay that, nor wait
-for a poll. A renderer thread re-renders the business registry after each change (resting at least
-`min_interval` and four times the last render's duration in between) and a scrape serves the last rendered
-bytes. The few process_* samples change on every scrape, so they are rendered per scrape and appended.
+for a poll. A renderer thread renders again after a change (SnapshotRenderer: only the tenants that changed;
+resting at least `min_interval` and four times the last render's duration in between) and a scrape serves the
+last rendered bytes. The few process_* samples change on every scrape, so they are rendered per scrape and sent
+after the cached part.
 For gzip, the cached part is a raw-deflate segment ended with a full flush: such a segment depends on nothing
 before or after it, so a scrape only compresses its small live tail and stitches one valid gzip stream together
 (header, cached segment, live segment, CRC-32 continued from the cached part's).

@@ -192,3 +192,18 @@ def test_basic_auth_and_tls(tmp_path: Path, upstream: FakeUpstream) -> None:
             httpx.get(app.url + "/healthz")  # untrusted certificate
     finally:
         app.stop()
+
+
+def test_auth_excluded_paths_are_served_without_credentials(tmp_path: Path, upstream: FakeUpstream) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users:\n  prometheus: '{_hash('pw')}'\nauth_excluded_paths: [/readyz]\n")
+    config_file = tmp_path / "config.yml"
+    _write_config(config_file, tenant_yaml("contoso"))
+    app = _start(config_file, upstream, web)
+    try:
+        assert httpx.get(app.url + "/readyz").status_code in (200, 503)
+        assert httpx.get(app.url + "/metrics").status_code == 401
+        assert httpx.get(app.url + "/").status_code == 401
+        assert httpx.get(app.url + "/metrics", auth=("prometheus", "pw")).status_code == 200
+    finally:
+        app.stop()
