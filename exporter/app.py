@@ -15,12 +15,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.process_collector import ProcessCollector
 
 from exporter.collector import PartnerCenterCollector
 from exporter.config import Config, ConfigError, load_config
 from exporter.exposition import Exposition, SnapshotRenderer
 from exporter.poller import Poller, RetryPolicy, TransportFactory
+from exporter.process import ProcessCollector
 from exporter.server import ExporterServer, Routes, serve_in_thread
 from exporter.snapshot import SnapshotStore, TenantState
 from exporter.state import RestoredTenant, load_state, save_state
@@ -78,7 +78,8 @@ class App:
         self.store = SnapshotStore(config, time.time())
         restore_state(self.store, config)
         live = CollectorRegistry(auto_describe=True)
-        live.register(ProcessCollector(registry=None))
+        self._process_collector = ProcessCollector()
+        live.register(self._process_collector)
         self.exposition = Exposition(
             SnapshotRenderer(lambda: self.store.current), lambda: self.store.current.generation, live
         )
@@ -140,6 +141,7 @@ class App:
             self._loop.call_soon_threadsafe(self._stop_polling.set)
         self._loop_thread.join(timeout=max(0.1, deadline - time.monotonic()))
         self.exposition.stop()
+        self._process_collector.close()
 
     def _run_loop(self) -> None:
         asyncio.run(self._main())
