@@ -94,6 +94,7 @@ class ExporterServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: ExporterServer
+    _headers_buffer: list[bytes]  # BaseHTTPRequestHandler's, filled by send_response() and send_header()
     protocol_version = "HTTP/1.1"  # keep-alive: Prometheus reuses its scrape connections
     # Headers and body go out in two writes; with Nagle on, a keep-alive client's delayed ACK stalls the body ~40 ms.
     disable_nagle_algorithm = True
@@ -178,13 +179,33 @@ class _Handler(BaseHTTPRequestHandler):
         web_config = self.server.routes.web_config
         for name, value in {**(web_config.headers if web_config else {}), **(extra or {})}.items():
             self.send_header(name, value)
-        self.end_headers()
-        for part in parts:
-            self.wfile.write(part)
+        self._headers_buffer.append(b"\r\n")  # end_headers() without its flush: the headers go with the body
+        head = b"".join(self._headers_buffer)
+        self._headers_buffer = []
+        _send_all(self.connection, (head, *parts))
 
     def log_message(self, format: str, *args: Any) -> None:
         """Access log at debug level, through logging rather than stderr."""
         log.debug("http request", extra={"client": self.client_address[0], "request": format % args})
+
+
+def _send_all(sock: socket.socket, parts: tuple[bytes, ...]) -> None:
+    """Send `parts` in as few system calls as the socket allows, without copying them together.
+
+    Each system call gives up the GIL, and getting it back may wait a whole switch interval while the poller is
+    busy; a scrape used to pay that for the headers and each part of the body separately.
+    """
+    if isinstance(sock, ssl.SSLSocket):  # no scatter-gather through TLS
+        for part in parts:
+            sock.sendall(part)
+        return
+    views = [memoryview(p) for p in parts if p]
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views.pop(0))
+        if views:
+            views[0] = views[0][sent:]
 
 
 def _accepts_gzip(accept_encoding: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,7 @@ import trustme
 from exporter.app import App
 from exporter.config import load_config
 from exporter.poller import RetryPolicy
+from exporter.server import _send_all
 from exporter.webconfig import load_web_config
 from tests.fakes import FakeUpstream, respond, tenant_yaml
 from tests.support import wait_until
@@ -207,3 +209,29 @@ def test_auth_excluded_paths_are_served_without_credentials(tmp_path: Path, upst
         assert httpx.get(app.url + "/metrics", auth=("prometheus", "pw")).status_code == 200
     finally:
         app.stop()
+
+
+def test_send_all_delivers_every_part_across_partial_sends() -> None:
+    # Parts far larger than the socket buffers, so sendmsg() sends them piecemeal.
+    parts = (b"HTTP/1.1 200 OK\r\n\r\n", bytes(range(256)) * 8192, b"", b"tail\n" * 100_000)
+    expected = b"".join(parts)
+    sender, receiver = socket.socketpair()
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    received = bytearray()
+
+    def read() -> None:
+        while len(received) < len(expected):
+            chunk = receiver.recv(65536)
+            if not chunk:
+                return
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        _send_all(sender, parts)
+        reader.join(timeout=10)
+    finally:
+        sender.close()
+        receiver.close()
+    assert bytes(received) == expected
