@@ -140,6 +140,9 @@ class PartnerCenterClient:
                     body = await _read_limited(response)
                 finally:
                     await response.aclose()
+                    # httpx's client wraps the stream in one that points back at the response; left alone, that
+                    # cycle makes every request garbage for the cyclic collector, whose passes stall scrapes.
+                    response.stream = _CLOSED_STREAM
         except (TimeoutError, httpx.TimeoutException):
             raise UpstreamError(
                 endpoint,
@@ -173,6 +176,9 @@ class PartnerCenterClient:
                 endpoint, "connection", type(exc).__name__, request_id=request_id, correlation_id=correlation_id
             ) from None
         return response.status_code, body, response.headers
+
+
+_CLOSED_STREAM = httpx.ByteStream(b"")
 
 
 class _BodyTooLargeError(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import stat
 import time
@@ -380,3 +381,29 @@ def test_reload_keeps_unchanged_tenants_tokens(tmp_path: Path) -> None:
     assert set(store.current.tenants) == {"keep", "change", "new"}
     assert store.current.tenants["keep"].requests["summary"] == 2
     assert store.current.config is changed
+
+
+def test_a_successful_poll_leaves_no_cyclic_garbage(tmp_path: Path) -> None:
+    # Garbage only the cyclic collector can free makes it run during polling, and every pass stalls scrapes.
+    upstream = FakeUpstream()
+    config = make_config(tmp_path, tenant_yaml("a") + tenant_yaml("b"))
+    poller, store = _poller(config, upstream)
+
+    async def go() -> int:
+        try:
+            await poller.poll_all()  # the token, the pooled connections, first-use caches
+            gc.collect()
+            for _ in range(5):
+                await poller.poll_all()
+            return gc.collect()
+        finally:
+            await poller.aclose()
+
+    gc.disable()
+    try:
+        unreachable = asyncio.run(go())
+    finally:
+        gc.enable()
+    assert upstream.count("a.onmicrosoft.com", "summary") == 6
+    assert _state(store, "b").up is True
+    assert unreachable == 0
