@@ -152,9 +152,7 @@ class Exposition:
                 return
             self._changed.clear()
             started = time.monotonic()
-            # The formats somebody has asked for, and the text format before anybody has: the first scrape after
-            # start must not render a thousand tenants itself.
-            for openmetrics in list(self._cache) or [False]:
+            for openmetrics in list(self._cache):  # only the formats somebody has asked for
                 try:
                     self._render(openmetrics)
                 except Exception:  # a bug in a collector must not kill the renderer
