@@ -38,9 +38,13 @@ class ProcessCollector(Collector):
             with open("/proc/stat", "rb") as stat:
                 boot_time = next(float(line.split()[1]) for line in stat if line.startswith(b"btime "))
             self._start_time = boot_time + float(self._stat_fields()[19]) / self._ticks
-            self._fd_dir_fd = self._open_counting_fd_dir()
         except (OSError, StopIteration, IndexError, ValueError):
             self.close()
+            return
+        try:
+            self._fd_dir_fd = self._open_counting_fd_dir()
+        except OSError:  # counting falls back to listing, which reports its own failure per scrape
+            self._fd_dir_fd = None
 
     def _open_counting_fd_dir(self) -> int | None:
         """A descriptor of the fd directory if its size counts open descriptors here, else None."""
