@@ -19,6 +19,8 @@ MAX_RENEW_MARGIN = 300.0
 class TokenCache:
     """The access token in hand for one tenant, and (App+User) its current refresh token."""
 
+    __slots__ = ("_expires_at", "_refresh_token", "_renew_at", "_tenant", "_token")
+
     def __init__(self, tenant: TenantConfig) -> None:
         self._tenant = tenant
         self._refresh_token = tenant.refresh_token

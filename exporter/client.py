@@ -28,7 +28,7 @@ Endpoint = Literal["token", "summary", "summaries"]
 _PATHS = {"summary": "/v1/invoices/summary", "summaries": "/v1/invoices/summaries"}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TokenGrant:
     """What the token endpoint gave us."""
 

@@ -104,7 +104,7 @@ class ConfigError(Exception):
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Threshold:
     """Balance alert thresholds for one currency."""
 
@@ -112,7 +112,7 @@ class Threshold:
     critical: float | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TenantConfig:
     """One Partner Center tenant to poll."""
 

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -45,7 +46,7 @@ class ParseError(Exception):
     """An upstream body that is not the expected JSON document; the message echoes at most 100 body bytes."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InvoiceTypeSummary:
     """The balance of one invoice type (`details[]` of an invoice summary)."""
 
@@ -55,7 +56,7 @@ class InvoiceTypeSummary:
     latest_invoice_time: float | None  # Unix seconds; None for missing/null/never
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InvoiceSummary:
     """One currency's account balance and dates; times are Unix seconds, None when missing or never."""
 
@@ -178,8 +179,8 @@ def _summary(document: object, path: str) -> InvoiceSummary:
         # A summary without a currency cannot be labelled: its amounts have no unit.
         raise ParseError(f"{_at(path, 'currencyCode')}: missing or empty")
     return InvoiceSummary(
-        currency=currency.upper(),
-        symbol=_text(document.get("currencySymbol")),
+        currency=sys.intern(currency.upper()),
+        symbol=_label(_text(document.get("currencySymbol"))),
         balance=_number(document.get("balanceAmount")),
         last_payment_amount=_number(document.get("lastPaymentAmount")),
         last_payment_time=parse_timestamp(document.get("lastPaymentDate")),
@@ -207,7 +208,7 @@ def _details(value: object, path: str) -> tuple[InvoiceTypeSummary, ...]:
     # Currency is deliberately not read: the parent's currency is the unit of its details.
     return tuple(
         InvoiceTypeSummary(
-            invoice_type=invoice_type,
+            invoice_type=sys.intern(invoice_type),
             balance=_total(_number(s.get("balanceAmount")) for s in summaries),
             last_payment_amount=_total(_number(s.get("lastPaymentAmount")) for s in summaries),
             latest_invoice_time=_latest(parse_timestamp(s.get("latestInvoiceDate")) for s in summaries),
@@ -247,6 +248,11 @@ def _number(value: object) -> float | None:
     else:
         return None
     return number if math.isfinite(number) else None
+
+
+def _label(text: str | None) -> str | None:
+    """One shared copy of a label value: every poll of every tenant brings the same few currencies, symbols, types."""
+    return None if text is None else sys.intern(text)
 
 
 def _text(value: object) -> str | None:

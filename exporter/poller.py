@@ -99,6 +99,8 @@ def _shared_ssl_context() -> ssl.SSLContext:
 class _Tenant:
     """The poller's private, mutable bookkeeping for one tenant (only touched on the event loop)."""
 
+    __slots__ = ("config", "last_started", "not_before", "task", "tokens")
+
     def __init__(self, config: TenantConfig) -> None:
         self.config = config
         self.tokens = TokenCache(config)

@@ -24,7 +24,7 @@ _EMPTY_COUNTS: Mapping[str, int] = MappingProxyType({})
 _EMPTY_ERRORS: Mapping[tuple[str, str], int] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TenantState:
     """Everything known about one tenant after its latest poll."""
 
@@ -62,7 +62,7 @@ class TenantState:
         return replace(self, requests=MappingProxyType(requests), errors=errors)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The exporter's whole state at one moment; `generation` grows with every change."""
 

@@ -25,7 +25,7 @@ FORMAT = "partnercenter-exporter-state"
 VERSION = 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RestoredTenant:
     """What a previous run knew about one tenant."""
 
