@@ -18,7 +18,7 @@ from types import FrameType
 
 from prometheus_client import generate_latest
 
-from exporter import __version__
+from exporter import __version__, lean  # noqa: F401 - lean: before anything imports httpx
 from exporter.app import App, business_registry, restore_state
 from exporter.config import Config, ConfigError, describe_config, load_config
 from exporter.logs import configure_logging
