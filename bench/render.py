@@ -94,7 +94,7 @@ def main() -> int:
     live = CollectorRegistry(auto_describe=True)
     live.register(ProcessCollector(registry=None))
     renderer = SnapshotRenderer(lambda: store.current)
-    exposition = Exposition(renderer, lambda: store.current.generation, live)
+    exposition = Exposition(renderer.parts, lambda: store.current.generation, live)
     plain = generate_latest(registry)
     samples = sum(1 for line in plain.splitlines() if line and not line.startswith(b"#"))
     print(f"{args.tenants} tenants, {samples} samples, {len(plain) / 1024:.0f} KiB")

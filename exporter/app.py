@@ -81,7 +81,7 @@ class App:
         self._process_collector = ProcessCollector()
         live.register(self._process_collector)
         self.exposition = Exposition(
-            SnapshotRenderer(lambda: self.store.current), lambda: self.store.current.generation, live
+            SnapshotRenderer(lambda: self.store.current).parts, lambda: self.store.current.generation, live
         )
         self.store.on_change(self.exposition.notify)
         self._state_dirty = threading.Event()

@@ -19,7 +19,7 @@ import threading
 import time
 import zlib
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -56,24 +56,26 @@ _PLAIN_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _RENDER_REST = 4.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Rendered:
     generation: int
-    plain: bytes
-    deflated: bytes  # raw deflate of `plain`, ended by a full flush
+    plain: tuple[bytes, ...]
+    deflated: tuple[bytes, ...]  # raw deflate of each part of `plain`, each ended by a full flush
     crc: int
+    length: int
 
 
 class Exposition:
     """Serves bodies made by `render` (cached per generation) followed by `live` (rendered per request).
 
-    `render(openmetrics)` returns the exposition without the OpenMetrics `# EOF`; it is only ever called with
-    the render lock held.
+    `render(openmetrics)` returns the exposition without the OpenMetrics `# EOF`, in consecutive parts; it is
+    only ever called with the render lock held. A part that is the same object as in the last render is not
+    compressed again.
     """
 
     def __init__(
         self,
-        render: Callable[[bool], bytes],
+        render: Callable[[bool], Sequence[bytes]],
         generation: Callable[[], int],
         live: CollectorRegistry | None = None,
         min_interval: float = 1.0,
@@ -118,10 +120,10 @@ class Exposition:
         content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         if not gzip:
             # Megabytes at a thousand tenants: appending the live part would copy them on every scrape.
-            return (rendered.plain, live), content_type
+            return (*rendered.plain, live), content_type
         tail = zlib.compressobj(_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-        trailer = struct.pack("<II", zlib.crc32(live, rendered.crc), (len(rendered.plain) + len(live)) & 0xFFFFFFFF)
-        return (_GZIP_HEADER + rendered.deflated + tail.compress(live) + tail.flush(zlib.Z_FINISH) + trailer,), (
+        trailer = struct.pack("<II", zlib.crc32(live, rendered.crc), (rendered.length + len(live)) & 0xFFFFFFFF)
+        return (_GZIP_HEADER, *rendered.deflated, tail.compress(live) + tail.flush(zlib.Z_FINISH) + trailer), (
             content_type
         )
 
@@ -138,10 +140,17 @@ class Exposition:
             cached = self._cache.get(openmetrics)
             if cached is not None and cached.generation == generation:
                 return cached
-            plain = self._render_body(openmetrics)
-            compressor = zlib.compressobj(_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-            deflated = compressor.compress(plain) + compressor.flush(zlib.Z_FULL_FLUSH)
-            rendered = _Rendered(generation, plain, deflated, zlib.crc32(plain))
+            plain = tuple(self._render_body(openmetrics))
+            # Parts unchanged since the last render keep their compressed segment.
+            known = dict(zip(map(id, cached.plain), cached.deflated, strict=True)) if cached is not None else {}
+            crc = length = 0
+            deflated = []
+            for part in plain:
+                segment = known.get(id(part))
+                deflated.append(_deflate(part) if segment is None else segment)
+                crc = zlib.crc32(part, crc)
+                length += len(part)
+            rendered = _Rendered(generation, plain, tuple(deflated), crc, length)
             self._cache[openmetrics] = rendered
             return rendered
 
@@ -164,6 +173,12 @@ class Exposition:
             self._stopped.wait(max(self._min_interval - took, _RENDER_REST * took))
 
 
+def _deflate(data: bytes) -> bytes:
+    """A raw-deflate segment of `data` that depends on nothing before or after it (ended by a full flush)."""
+    compressor = zlib.compressobj(_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return compressor.compress(data) + compressor.flush(zlib.Z_FULL_FLUSH)
+
+
 class _Families(Collector):
     """A collector of given families: hands single families to prometheus_client's renderers."""
 
@@ -184,15 +199,18 @@ def render(registry: CollectorRegistry, openmetrics: bool) -> bytes:
     return "".join(out).encode("utf-8")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _TenantLines:
     tenant: TenantConfig
     state: TenantState
-    # Where this tenant's sample lines of each entry of TENANT_FAMILIES start in the last body, and how long they
-    # are. A tenant rendered afresh has its lines in `fresh` until the next body is joined.
+    # Where this tenant's sample lines of each entry of TENANT_FAMILIES start in that family's part of the last
+    # body, and how long they are. Until the next parts are made, a re-rendered tenant keeps the lines that
+    # changed in `fresh` (one object: thousands of small ones would leave the allocator's pools fragmented), and
+    # for a family whose bit is set in `in_fresh`, `starts` says where in `fresh` its lines are.
     starts: array[int]
     lengths: array[int]
-    fresh: tuple[bytes, ...] | None = None
+    fresh: bytes = b""
+    in_fresh: int = 0
 
 
 class SnapshotRenderer:
@@ -203,66 +221,110 @@ class SnapshotRenderer:
     config objects, and a render joins, family by family, runs of unchanged tenants (one slice of the last body
     each) with the changed tenants' fresh lines: the same bytes prometheus_client would write for the collector
     (a test holds them equal), at a cost linear in the tenants that changed, with one copy of the text in memory.
+
+    The body is kept in parts, one per tenant family and one for the global families, so that a render holds a
+    single family's new text next to the old at any moment, and a family whose text came out unchanged (balances
+    rarely move; poll timestamps always do) is the same object as before, which the exposition need not compress
+    again.
     """
 
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self._snapshot = snapshot
         self._tenants: dict[bool, dict[str, _TenantLines]] = {False: {}, True: {}}
-        self._bodies: dict[bool, bytes] = {False: b"", True: b""}
+        self._parts: dict[bool, tuple[bytes, ...]] = {False: (), True: ()}
         self._headers = {
             om: tuple(_render_family(spec.new(), om)[0].encode() for spec in TENANT_FAMILIES) for om in (False, True)
         }
 
     def __call__(self, openmetrics: bool) -> bytes:
         """The exposition of the current snapshot (OpenMetrics without `# EOF`). Not thread-safe."""
+        return b"".join(self.parts(openmetrics))
+
+    def parts(self, openmetrics: bool) -> tuple[bytes, ...]:
+        """`self(openmetrics)` in consecutive parts; a part equal to the last call's is the same object."""
         snap = self._snapshot()
         cached = self._tenants[openmetrics]
         entries: list[tuple[str, _TenantLines]] = []
         for tenant, state in polled_tenants(snap):
             entry = cached.get(tenant.name)
             if entry is None or entry.state is not state or entry.tenant is not tenant:
-                families = tenant_families(tenant, state)
-                fresh = tuple(_render_family(f, openmetrics)[1].encode() for f in families)
-                entry = _TenantLines(tenant, state, array("Q"), array("Q", map(len, fresh)), fresh)
+                entry = self._rerender(tenant, state, entry, openmetrics)
             entries.append((tenant.name, entry))
-        last = memoryview(self._bodies[openmetrics])
         count = len(TENANT_FAMILIES)
+        last = self._parts[openmetrics] or (b"",) * (count + 1)
         starts = [array("Q", bytes(8 * count)) for _ in entries]
-        out: list[bytes | memoryview] = []
-        position = 0
+        parts: list[bytes] = []
         for index, header in enumerate(self._headers[openmetrics]):
-            out.append(header)
-            position += len(header)
-            run_from = run_to = 0  # a run of unchanged tenants' lines, contiguous in the last body
-            for (_, entry), new_starts in zip(entries, starts, strict=True):
-                length = entry.lengths[index]
-                if entry.fresh is None:
-                    start = entry.starts[index]
-                    if start != run_to:
-                        if run_to > run_from:
-                            out.append(last[run_from:run_to])
-                        run_from = start
-                    run_to = start + length
-                else:
-                    if run_to > run_from:
-                        out.append(last[run_from:run_to])
-                    run_from = run_to = 0
-                    out.append(entry.fresh[index])
-                new_starts[index] = position
-                position += length
-            if run_to > run_from:
-                out.append(last[run_from:run_to])
-        for metric in global_families(snap):
-            out.extend(part.encode() for part in _render_family(metric, openmetrics))
-        body = b"".join(out)
-        del out, last  # the slices of the previous body must go before it can
-        self._bodies[openmetrics] = body
+            part = _join_family(header, index, entries, starts, last[index])
+            parts.append(last[index] if part == last[index] else part)
+            del part  # a changed family's old and new text are alive together, never two families'
+        globals_part = b"".join(p.encode() for m in global_families(snap) for p in _render_family(m, openmetrics))
+        parts.append(last[count] if globals_part == last[count] else globals_part)
+        self._parts[openmetrics] = result = tuple(parts)
         # Tenants no longer configured fall out here.
         self._tenants[openmetrics] = {
             name: _TenantLines(entry.tenant, entry.state, new_starts, entry.lengths)
             for (name, entry), new_starts in zip(entries, starts, strict=True)
         }
-        return body
+        return result
+
+    def _rerender(
+        self, tenant: TenantConfig, state: TenantState, old: _TenantLines | None, openmetrics: bool
+    ) -> _TenantLines:
+        """A tenant's lines afresh; those equal to its lines in the last parts are taken from there instead.
+
+        A poll changes a few one-line families (timestamps, durations, counters) and seldom the balances, which
+        are most of a tenant's text: keeping only what changed keeps a render's extra memory small.
+        """
+        lines = [_render_family(f, openmetrics)[1].encode() for f in tenant_families(tenant, state)]
+        lengths = array("Q", map(len, lines))
+        starts = array("Q", bytes(8 * len(lines)))
+        last = self._parts[openmetrics]
+        fresh: list[bytes] = []
+        position = in_fresh = 0
+        for index, text in enumerate(lines):
+            if old is not None and old.lengths[index] == len(text):
+                start = old.starts[index]
+                if memoryview(last[index])[start : start + len(text)] == text:
+                    starts[index] = start
+                    continue
+            starts[index] = position
+            position += len(text)
+            in_fresh |= 1 << index
+            fresh.append(text)
+        return _TenantLines(tenant, state, starts, lengths, b"".join(fresh), in_fresh)
+
+
+def _join_family(
+    header: bytes, index: int, entries: list[tuple[str, _TenantLines]], starts: list[array[int]], last: bytes
+) -> bytes:
+    """One tenant family's text: `header`, then every tenant's lines, noting where they start in `starts`."""
+    previous = memoryview(last)
+    out: list[bytes | memoryview] = [header]
+    position = len(header)
+    run_from = run_to = 0  # a run of unchanged tenants' lines, contiguous in the last text
+    for (_, entry), new_starts in zip(entries, starts, strict=True):
+        length = entry.lengths[index]
+        if not entry.in_fresh >> index & 1:
+            start = entry.starts[index]
+            if start != run_to:
+                if run_to > run_from:
+                    out.append(previous[run_from:run_to])
+                run_from = start
+            run_to = start + length
+        else:
+            if run_to > run_from:
+                out.append(previous[run_from:run_to])
+            run_from = run_to = 0
+            fresh_start = entry.starts[index]
+            out.append(memoryview(entry.fresh)[fresh_start : fresh_start + length])
+        new_starts[index] = position
+        position += length
+    if run_to > run_from:
+        out.append(previous[run_from:run_to])
+    part = b"".join(out)
+    del out, previous  # the slices of the last text must go before it can
+    return part
 
 
 def _render_family(metric: Metric, openmetrics: bool) -> tuple[str, str]:

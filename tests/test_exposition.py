@@ -15,6 +15,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import business_registry
+from exporter import exposition as exposition_module
 from exporter.exposition import Exposition, SnapshotRenderer
 from exporter.model import InvoiceSummary, parse_summaries
 from exporter.snapshot import SnapshotStore
@@ -40,7 +41,7 @@ def _live_registry() -> CollectorRegistry:
 
 def _exposition(store: SnapshotStore, live: CollectorRegistry | None = None) -> Exposition:
     renderer = SnapshotRenderer(lambda: store.current)
-    exposition = Exposition(renderer, lambda: store.current.generation, live, min_interval=0.01)
+    exposition = Exposition(renderer.parts, lambda: store.current.generation, live, min_interval=0.01)
     store.on_change(exposition.notify)
     return exposition
 
@@ -104,9 +105,9 @@ def test_unchanged_snapshot_is_not_rendered_again(tmp_path: Path) -> None:
     renders = [0]
     renderer = SnapshotRenderer(lambda: store.current)
 
-    def counting(openmetrics: bool) -> bytes:
+    def counting(openmetrics: bool) -> tuple[bytes, ...]:
         renders[0] += 1
-        return renderer(openmetrics)
+        return renderer.parts(openmetrics)
 
     exposition = Exposition(counting, lambda: store.current.generation, None)
     for _ in range(20):
@@ -183,7 +184,7 @@ def test_incremental_render_stays_identical_through_many_random_changes(tmp_path
             summaries = tuple(
                 InvoiceSummary(
                     c,
-                    None if rng.random() < 0.3 else "$",
+                    rng.choice([None, "$", "€", "zł"]),  # multi-byte text shifts byte offsets
                     rng.random() * 10 ** rng.randint(0, 7),
                     None,
                     None,
@@ -198,3 +199,46 @@ def test_incremental_render_stays_identical_through_many_random_changes(tmp_path
                 name, lambda s, v=summaries: replace(s.counted("summary", None), summaries=v, up=bool(v))
             )
         assert renderer(openmetrics) == _reference(store, openmetrics), f"step {step}"
+
+
+def test_families_that_did_not_change_are_kept_and_not_compressed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path)
+    for name, balance in (("t0", 1.0), ("t1", 2.0), ("t2", 3.0)):
+        _set_balance(store, name, balance)
+    renderer = SnapshotRenderer(lambda: store.current)
+    deflated: list[bytes] = []
+    real_deflate = exposition_module._deflate
+
+    def counting_deflate(data: bytes) -> bytes:
+        deflated.append(data)
+        return real_deflate(data)
+
+    monkeypatch.setattr(exposition_module, "_deflate", counting_deflate)
+    exposition = Exposition(renderer.parts, lambda: store.current.generation, None, min_interval=0.01)
+    store.on_change(exposition.notify)
+    exposition.body(openmetrics=False, gzip=True)  # the first render, in the scrape
+    before = renderer.parts(False)  # the same objects: nothing changed since
+    assert len(deflated) == len(before)
+    deflated.clear()
+    exposition.start()
+    try:
+        # A poll that only moves the tenant's timestamp: its balance lines are the same text as before.
+        store.update_tenant("t1", lambda s: replace(s, last_success=99.0))
+        wait_until(
+            lambda: b'{tenant="t1"} 99.0' in gzip.decompress(exposition.body(False, True)[0]),
+            timeout=5,
+            what="the renderer to render the change",
+        )
+    finally:
+        exposition.stop()
+    after = renderer.parts(False)
+
+    changed = [i for i, (old, new) in enumerate(zip(before, after, strict=True)) if old is not new]
+    assert len(changed) == 1
+    assert b'partnercenter_last_success_timestamp_seconds{tenant="t1"} 99.0' in after[changed[0]]
+    assert deflated == [after[changed[0]]]
+    balances = next(part for part in after if part.startswith(b"# HELP partnercenter_balance "))
+    assert any(balances is part for part in before)
+    assert gzip.decompress(exposition.body(False, True)[0]) == _reference(store, False)
