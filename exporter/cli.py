@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import gc
 import logging
 import signal
@@ -18,7 +17,7 @@ from types import FrameType
 
 from prometheus_client import generate_latest
 
-from exporter import __version__, lean  # noqa: F401 - lean: before anything imports httpx
+from exporter import __version__, lean, malloc  # noqa: F401 - lean: before anything imports httpx
 from exporter.app import App, business_registry, restore_state
 from exporter.config import Config, ConfigError, describe_config, load_config
 from exporter.logs import configure_logging
@@ -154,7 +153,7 @@ def _serve(config: Config, path: Path | None, listen: tuple[str, int], web: WebC
     # the poller busy. At 1000 tenants the default 5 ms made scrape p99 during a cycle ~90 ms; 0.2 ms makes it
     # ~20 ms, with no measurable cost to the cycle (bench/RESULTS.md).
     sys.setswitchinterval(0.0002)
-    _fix_mmap_threshold()
+    malloc.fix_mmap_threshold()
     stop = threading.Event()
     with _signals(app, stop):
         app.start()
@@ -177,24 +176,6 @@ def _serve(config: Config, path: Path | None, listen: tuple[str, int], web: WebC
     log.info("shutting down")
     app.stop()
     return 0
-
-
-def _fix_mmap_threshold() -> None:
-    """Make glibc's malloc serve every block over 256 KiB from its own mapping, given back when freed.
-
-    Each render replaces a body of megabytes. glibc raises its mmap threshold to the size of the largest block
-    freed (up to 32 MiB), so after the first body every later one came from the heap, which kept the freed
-    space: at 1000 tenants the process sat ~13 MiB higher. A fixed threshold turns that adjustment off.
-    Other C libraries have no mallopt (or ignore it) and keep their own behaviour.
-    """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, 256 * 1024)
-
-
-_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
 
 
 @contextlib.contextmanager

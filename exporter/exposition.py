@@ -30,6 +30,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as _generate_openmetrics
 from prometheus_client.registry import Collector
 
+from exporter import malloc
 from exporter.collector import TENANT_FAMILIES, global_families, polled_tenants, tenant_families
 from exporter.config import TenantConfig
 from exporter.snapshot import Snapshot, TenantState
@@ -152,6 +153,8 @@ class Exposition:
                 length += len(part)
             rendered = _Rendered(generation, plain, tuple(deflated), crc, length)
             self._cache[openmetrics] = rendered
+            del cached, known
+            malloc.trim()  # the last render's text and the lines joined into this one are free now
             return rendered
 
     def _run(self) -> None:
