@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.app import business_registry
 from exporter import exposition as exposition_module
+from exporter.app import business_registry
 from exporter.exposition import Exposition, SnapshotRenderer
 from exporter.model import InvoiceSummary, parse_summaries
 from exporter.snapshot import SnapshotStore
