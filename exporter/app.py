@@ -124,6 +124,7 @@ class App:
                 return False, f"config reload rejected: {exc}"
             if self._loop is None:
                 return False, "not running"
+            config = config.reusing(self.store.current.config)
             future = asyncio.run_coroutine_threadsafe(self.poller.apply_config(config), self._loop)
             try:
                 future.result(timeout=30)

@@ -13,7 +13,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal
@@ -148,6 +148,15 @@ class Config:
     thresholds: Mapping[str, Threshold] = field(hash=False)
     tenants: tuple[TenantConfig, ...]
     state_file: Path | None
+
+    def reusing(self, previous: Config) -> Config:
+        """This config, with every tenant equal to one of `previous` replaced by that object.
+
+        Unchanged tenants then keep their objects across a reload, which tells the renderer to keep their
+        rendered lines (it compares objects, not values), and lets the freshly parsed copies go at once.
+        """
+        kept = {t.name: t for t in previous.tenants}
+        return replace(self, tenants=tuple(t if kept.get(t.name) != t else kept[t.name] for t in self.tenants))
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:

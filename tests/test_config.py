@@ -22,6 +22,7 @@ from exporter.config import (
     parse_duration,
 )
 from exporter.secret import Secret
+from tests.fakes import make_config, tenant_yaml
 
 DATA = Path(__file__).parent / "data" / "config"
 
@@ -657,3 +658,15 @@ def test_error_messages_never_echo_a_secret(text: str) -> None:
     assert INLINE_SECRET not in repr(info.value)
     # `from None` keeps PyYAML's exception (which quotes the offending line) out of tracebacks too.
     assert INLINE_SECRET not in "".join(traceback.format_exception(info.value))
+
+
+def test_reusing_keeps_the_objects_of_unchanged_tenants(tmp_path: Path) -> None:
+    old = make_config(tmp_path, tenant_yaml("a") + tenant_yaml("b") + tenant_yaml("c"))
+    changed_b = tenant_yaml("b").replace("secret-of-b", "rotated-secret-of-b")
+    new = make_config(tmp_path, tenant_yaml("a") + changed_b + tenant_yaml("d"))
+    reused = new.reusing(old)
+    assert reused == new
+    assert [t.name for t in reused.tenants] == ["a", "b", "d"]
+    assert reused.tenants[0] is old.tenants[0]
+    assert reused.tenants[1] is new.tenants[1]  # changed: the new object
+    assert reused.tenants[2] is new.tenants[2]  # added

@@ -11,14 +11,16 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import exposition as exposition_module
 from exporter.app import business_registry
+from exporter.config import TenantConfig
 from exporter.exposition import Exposition, SnapshotRenderer
 from exporter.model import InvoiceSummary, parse_summaries
-from exporter.snapshot import SnapshotStore
+from exporter.snapshot import SnapshotStore, TenantState
 from tests.fakes import make_config, tenant_yaml
 from tests.support import wait_until
 
@@ -242,3 +244,27 @@ def test_families_that_did_not_change_are_kept_and_not_compressed_again(
     balances = next(part for part in after if part.startswith(b"# HELP partnercenter_balance "))
     assert any(balances is part for part in before)
     assert gzip.decompress(exposition.body(False, True)[0]) == _reference(store, False)
+
+
+def test_a_reload_re_renders_only_the_tenants_it_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tenants = "".join(tenant_yaml(f"t{i}") for i in range(3))
+    store = _store(tmp_path)
+    for i in range(3):
+        _set_balance(store, f"t{i}", float(i))
+    renderer = SnapshotRenderer(lambda: store.current)
+    renderer.parts(False)
+    rendered: list[str] = []
+    real_tenant_families = exposition_module.tenant_families
+
+    def counting(tenant: TenantConfig, state: TenantState) -> list[Metric]:
+        rendered.append(tenant.name)
+        return real_tenant_families(tenant, state)
+
+    monkeypatch.setattr(exposition_module, "tenant_families", counting)
+    # The same file again, but for t1's thresholds: parsed anew, every tenant is a new object.
+    reparsed = make_config(tmp_path, tenants.replace("- name: t1\n", "- name: t1\n  thresholds: {USD: {warning: 5}}\n"))
+    store.replace_config(reparsed.reusing(store.current.config), restarted=(), now=2.0)
+    body = renderer(False)
+    assert rendered == ["t1"]
+    assert body == _reference(store, False)
+    assert b'partnercenter_balance_threshold{currency="USD",severity="warning",tenant="t1"} 5.0' in body
