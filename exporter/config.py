@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Final, Literal, cast
 from urllib.parse import urlsplit
 
 import yaml
@@ -704,6 +704,10 @@ def _load_yaml(text: str) -> object:
     """Parse one YAML document strictly: duplicate keys and syntax errors become ConfigErrors."""
     if _FastStrictLoader is not None:
         try:
+            return _construct_from_events(text, _FastStrictLoader)
+        except (_NotPlainError, yaml.YAMLError, ValueError, OverflowError):
+            pass  # composed below, which handles (or reports) everything
+        try:
             return _construct(text, _FastStrictLoader)
         except (yaml.YAMLError, ValueError, OverflowError, RecursionError):
             pass  # parsed again below, for the exact message
@@ -737,6 +741,97 @@ def _construct(text: str, loader_class: _LoaderClass) -> object:
         return loader.construct_document(node)
     finally:
         loader.dispose()
+
+
+class _NotPlainError(Exception):
+    """The document uses something _construct_from_events leaves to the composing loader."""
+
+
+def _construct_from_events(text: str, loader_class: _LoaderClass) -> object:
+    """Build the values of a plain document straight from the parser's events, without a node tree.
+
+    Composing first builds a node with two position marks for every scalar: ~5 MiB for a 1000-tenant config,
+    held while the values are built, at every reload. Plain documents (mappings, sequences and untagged scalars,
+    the shape of every config) need none of it. Anything else (anchors, aliases, tags, merge keys, complex or
+    duplicate keys, several documents) raises _NotPlainError and the document is composed as before. Scalars
+    are resolved and constructed by the loader itself, so the values are the same either way (a test holds it).
+    """
+    loader = loader_class(text)
+    try:
+        loader.get_event()  # stream start
+        if loader.check_event(yaml.StreamEndEvent):
+            return None
+        loader.get_event()  # document start
+        stack: list[_Open] = []  # the collections being built, innermost last
+        while True:
+            event = loader.get_event()
+            value: object
+            if isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                value = stack.pop().value
+            elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+                _check_plain(event)
+                stack.append(_Open({} if isinstance(event, yaml.MappingStartEvent) else []))
+                continue
+            elif isinstance(event, yaml.ScalarEvent):
+                value = _scalar(loader, event, stack[-1] if stack else None)
+            else:
+                raise _NotPlainError  # an alias
+            if stack:
+                stack[-1].add(value)
+                continue
+            loader.get_event()  # document end: the root is complete
+            if not loader.check_event(yaml.StreamEndEvent):
+                raise _NotPlainError  # a second document: composing reports it
+            return value
+    finally:
+        loader.dispose()
+
+
+_NO_KEY: Final = object()
+
+
+class _Open:
+    """A mapping or sequence being built from events."""
+
+    __slots__ = ("key", "seen", "value")
+
+    def __init__(self, value: dict[object, object] | list[object]) -> None:
+        self.value = value
+        self.key: object = _NO_KEY  # a mapping's key waiting for its value
+        self.seen: set[tuple[str, str]] = set()  # a mapping's keys so far, as (tag, text)
+
+    def wants_key(self) -> bool:
+        return isinstance(self.value, dict) and self.key is _NO_KEY
+
+    def add(self, item: object) -> None:
+        if isinstance(self.value, list):
+            self.value.append(item)
+        elif self.key is _NO_KEY:
+            if isinstance(item, dict | list):
+                raise _NotPlainError  # a complex key
+            self.key = item
+        else:
+            self.value[self.key] = item
+            self.key = _NO_KEY
+
+
+def _check_plain(event: yaml.NodeEvent) -> None:
+    if event.anchor is not None or getattr(event, "tag", None) not in (None, "!"):
+        raise _NotPlainError
+
+
+def _scalar(loader: yaml.SafeLoader | yaml.CSafeLoader, event: yaml.ScalarEvent, parent: _Open | None) -> object:
+    """Resolve and construct one scalar as the composing loader would."""
+    _check_plain(event)
+    tag = cast(str, loader.resolve(ScalarNode, event.value, event.implicit))  # type: ignore[no-untyped-call]
+    constructor = loader.yaml_constructors.get(tag)
+    if constructor is None or tag == _MERGE_TAG:
+        raise _NotPlainError
+    if parent is not None and parent.wants_key():
+        if (tag, event.value) in parent.seen:
+            raise _NotPlainError  # a duplicate key: composing names it
+        parent.seen.add((tag, event.value))
+    return constructor(loader, ScalarNode(tag, event.value, style=event.style))
 
 
 def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
