@@ -225,10 +225,10 @@ class SnapshotRenderer:
     each) with the changed tenants' fresh lines: the same bytes prometheus_client would write for the collector
     (a test holds them equal), at a cost linear in the tenants that changed, with one copy of the text in memory.
 
-    The body is kept in parts, one per tenant family and one for the global families, so that a render holds a
-    single family's new text next to the old at any moment, and a family whose text came out unchanged (balances
-    rarely move; poll timestamps always do) is the same object as before, which the exposition need not compress
-    again.
+    The body is kept in parts, one per tenant family and one for the global families. A family whose text came
+    out unchanged (balances rarely move; poll timestamps always do) stays the same object, which the exposition
+    need not compress again, so a render makes new text only for the families that changed instead of a whole
+    new body next to the old.
     """
 
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
@@ -260,7 +260,7 @@ class SnapshotRenderer:
         for index, header in enumerate(self._headers[openmetrics]):
             part = _join_family(header, index, entries, starts, last[index])
             parts.append(last[index] if part == last[index] else part)
-            del part  # a changed family's old and new text are alive together, never two families'
+            del part  # an unchanged family's new copy goes before the next family is joined
         globals_part = b"".join(p.encode() for m in global_families(snap) for p in _render_family(m, openmetrics))
         parts.append(last[count] if globals_part == last[count] else globals_part)
         self._parts[openmetrics] = result = tuple(parts)
