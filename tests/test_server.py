@@ -143,9 +143,13 @@ def test_reload_rejects_bad_config_and_keeps_running(running: tuple[App, Path]) 
     wait_until(lambda: _metric(app, "partnercenter_config_last_reload_successful") == "0.0", what="reload=0")
     assert {t.name for t in app.store.current.config.tenants} == {"contoso", "broken"}
 
+    running_tenants = {t.name: t for t in app.store.current.config.tenants}
     config_file.write_text(good + "".join("  " + ln + "\n" for ln in tenant_yaml("added").splitlines()))
     ok = httpx.post(app.url + "/-/reload")
     assert ok.status_code == 200, ok.text
+    # Tenants the file did not change keep their config objects (and so their rendered lines).
+    reloaded = {t.name: t for t in app.store.current.config.tenants}
+    assert all(reloaded[name] is tenant for name, tenant in running_tenants.items())
     wait_until(lambda: _metric(app, "partnercenter_config_last_reload_successful") == "1.0", what="reload=1")
     wait_until(lambda: _metric(app, 'partnercenter_up{tenant="added"}') == "1.0", what="new tenant polled")
 
