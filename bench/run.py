@@ -164,6 +164,13 @@ def per_tenant(text: str, metric: str) -> dict[str, float]:
     return found
 
 
+def cycle_window(text: str) -> tuple[float, float]:
+    """(first poll start, last poll end) of the cycle an exposition shows, from the exporter's own samples."""
+    success = per_tenant(text, "partnercenter_last_success_timestamp_seconds")
+    duration = per_tenant(text, "partnercenter_poll_duration_seconds")
+    return min(success[t] - duration[t] for t in success), max(success.values())
+
+
 def series_stats(latencies: list[float]) -> Result:
     """Median, p99 and count, in milliseconds."""
     return {
@@ -272,10 +279,7 @@ def bench_one(n: int, args: argparse.Namespace) -> Result:
         sampler.stop()
         body = client.get("/metrics")[1]
         text = body.decode()
-        success = per_tenant(text, "partnercenter_last_success_timestamp_seconds")
-        duration = per_tenant(text, "partnercenter_poll_duration_seconds")
-        start = min(success[t] - duration[t] for t in success)
-        end = max(success.values())
+        start, end = cycle_window(text)
         tokens, invoices = sim_counts(sim_client)
         during = [s for t, s in background.results if start <= t <= end]
         result["cold"] = {
@@ -427,10 +431,7 @@ def timed_reload_cycle(exporter: Child, port: int, sim: Scraper, n: int, bound: 
     wait_until(lambda: published() is not None, 60 + bound * 10, "the last polls in the exposition", interval=1)
     text = published() or ""
     client.close()
-    success = per_tenant(text, "partnercenter_last_success_timestamp_seconds")
-    duration = per_tenant(text, "partnercenter_poll_duration_seconds")
-    start = min(success[t] - duration[t] for t in success)
-    end = max(success.values())
+    start, end = cycle_window(text)
     tokens1, invoices1 = sim_counts(sim)
     during = [s for t, s in background.results if start <= t <= end]
     return {

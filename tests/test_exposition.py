@@ -81,6 +81,14 @@ def test_openmetrics_body_ends_with_one_eof(tmp_path: Path) -> None:
     assert gzip.decompress(zipped).count(b"# EOF") == 1
 
 
+def _wait_for_text(exposition: Exposition, text: bytes, *, gzipped: bool, what: str) -> None:
+    def shown() -> bool:
+        body = exposition.body(openmetrics=False, gzip=gzipped)[0]
+        return text in (gzip.decompress(body) if gzipped else body)
+
+    wait_until(shown, timeout=5, what=what)
+
+
 def test_body_follows_snapshot_changes_via_renderer(tmp_path: Path) -> None:
     store = _store(tmp_path)
     exposition = _exposition(store)
@@ -88,16 +96,8 @@ def test_body_follows_snapshot_changes_via_renderer(tmp_path: Path) -> None:
     try:
         exposition.body(openmetrics=False, gzip=False)  # asks for the plain format
         _set_balance(store, "t2", 99)
-        wait_until(
-            lambda: b'tenant="t2"} 99.0' in exposition.body(False, False)[0],
-            timeout=5,
-            what="renderer to pick up the change",
-        )
-        wait_until(
-            lambda: b'tenant="t2"} 99.0' in gzip.decompress(exposition.body(False, True)[0]),
-            timeout=5,
-            what="gzip body to follow",
-        )
+        _wait_for_text(exposition, b'tenant="t2"} 99.0', gzipped=False, what="renderer to pick up the change")
+        _wait_for_text(exposition, b'tenant="t2"} 99.0', gzipped=True, what="gzip body to follow")
     finally:
         exposition.stop()
 
@@ -228,11 +228,7 @@ def test_families_that_did_not_change_are_kept_and_not_compressed_again(
     try:
         # A poll that only moves the tenant's timestamp: its balance lines are the same text as before.
         store.update_tenant("t1", lambda s: replace(s, last_success=99.0))
-        wait_until(
-            lambda: b'{tenant="t1"} 99.0' in gzip.decompress(exposition.body(False, True)[0]),
-            timeout=5,
-            what="the renderer to render the change",
-        )
+        _wait_for_text(exposition, b'{tenant="t1"} 99.0', gzipped=True, what="the renderer to render the change")
     finally:
         exposition.stop()
     after = renderer.parts(False)
