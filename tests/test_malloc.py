@@ -20,9 +20,8 @@ def _rss() -> int:
 
 
 def test_trim_gives_back_freed_blocks_below_live_ones() -> None:
-    malloc.fix_mmap_threshold()
-    # 64 MiB of 2 KiB blocks (over Python's small-object limit, so from malloc's heap), then all but every
-    # 64th freed: the survivors pin the heap, so only a trim can give the pages in between back.
+    # 64 MiB of 2 KiB blocks (over Python's small-object limit, far under any mmap threshold, so from malloc's
+    # heap), then all but every 64th freed: the survivors pin the heap, so only a trim gives the pages back.
     blocks = [bytes(2048) for _ in range(32 * 1024)]
     survivors = blocks[::64]
     del blocks
