@@ -3,11 +3,12 @@
 Rendering tens of thousands of samples takes hundreds of milliseconds; a scrape must not pay that, nor wait
 for a poll. A renderer thread renders again after a change (SnapshotRenderer: only the tenants that changed;
 resting at least `min_interval` and four times the last render's duration in between) and a scrape serves the
-last rendered bytes. The few process_* samples change on every scrape, so they are rendered per scrape and sent
-after the cached part.
-For gzip, the cached part is a raw-deflate segment ended with a full flush: such a segment depends on nothing
+last rendered parts (one per family). The few process_* samples change on every scrape, so they are rendered
+per scrape and sent after the cached parts.
+For gzip, each cached part has a raw-deflate segment ended with a full flush: such a segment depends on nothing
 before or after it, so a scrape only compresses its small live tail and stitches one valid gzip stream together
-(header, cached segment, live segment, CRC-32 continued from the cached part's).
+(header, cached segments, live segment, CRC-32 continued from the cached parts'), and a render compresses only
+the parts that changed.
 """
 
 from __future__ import annotations
