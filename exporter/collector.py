@@ -191,48 +191,80 @@ GLOBAL_FAMILIES: tuple[FamilySpec, ...] = (
 )
 
 
-def tenant_families(tenant: TenantConfig, state: TenantState) -> list[GaugeMetricFamily | CounterMetricFamily]:
-    """One tenant's samples, one family per entry of TENANT_FAMILIES (in that order; some may be empty)."""
-    families = [spec.new() for spec in TENANT_FAMILIES]
+Sample = tuple[tuple[str, ...], float]  # label values in the family's label order, and the value
+
+# The first VALUE_FAMILIES entries of TENANT_FAMILIES hold the tenant's invoice values: their samples depend on
+# its config and last summaries only. The rest describe its polls, which change every time.
+VALUE_FAMILIES = len(_SUMMARY_GAUGES) + len(_TYPE_GAUGES) + 2
+
+
+def value_samples(tenant: TenantConfig, summaries: tuple[InvoiceSummary, ...] | None) -> list[list[Sample]]:
+    """A tenant's samples of the first VALUE_FAMILIES families, one list per family."""
+    families: list[list[Sample]] = [[] for _ in range(VALUE_FAMILIES)]
     summary_fams = families[: len(_SUMMARY_GAUGES)]
     type_fams = families[len(_SUMMARY_GAUGES) : len(_SUMMARY_GAUGES) + len(_TYPE_GAUGES)]
-    currency_info, threshold, up, last_success, duration, requests, errors, token_expiry = families[
-        len(_SUMMARY_GAUGES) + len(_TYPE_GAUGES) :
-    ]
+    currency_info, threshold = families[len(_SUMMARY_GAUGES) + len(_TYPE_GAUGES) :]
     name = tenant.name
-    summaries = sorted(state.summaries or (), key=lambda s: s.currency)
-    for summary in summaries:
-        labels = [name, summary.currency]
+    ordered = sorted(summaries or (), key=lambda s: s.currency)
+    for summary in ordered:
+        labels = (name, summary.currency)
         for family, (_, field) in zip(summary_fams, _SUMMARY_GAUGES, strict=True):
             value = field(summary)
             if value is not None:
-                family.add_metric(labels, value)
+                family.append((labels, value))
         if summary.symbol:
-            currency_info.add_metric([*labels, summary.symbol], 1)
+            currency_info.append(((*labels, summary.symbol), 1))
         for detail in sorted(summary.details, key=lambda d: d.invoice_type):
+            type_labels = (*labels, detail.invoice_type)
             for family, (_, dfield) in zip(type_fams, _TYPE_GAUGES, strict=True):
                 value = dfield(detail)
                 if value is not None:
-                    family.add_metric([*labels, detail.invoice_type], value)
+                    family.append((type_labels, value))
     # Thresholds only for currencies the tenant bills in: a threshold without a balance is noise.
-    billed = {s.currency for s in summaries}
+    billed = {s.currency for s in ordered}
     for currency in sorted(billed & tenant.thresholds.keys()):
         limits = tenant.thresholds[currency]
         for severity, limit in (("warning", limits.warning), ("critical", limits.critical)):
             if limit is not None:
-                threshold.add_metric([name, currency, severity], limit)
+                threshold.append(((name, currency, severity), limit))
+    return families
+
+
+def poll_samples(tenant: TenantConfig, state: TenantState) -> list[list[Sample]]:
+    """A tenant's samples of the families after the first VALUE_FAMILIES, one list per family."""
+    families: list[list[Sample]] = [[] for _ in range(len(TENANT_FAMILIES) - VALUE_FAMILIES)]
+    up, last_success, duration, requests, errors, token_expiry = families
+    name = (tenant.name,)
     if state.up is not None:
-        up.add_metric([name], 1 if state.up else 0)
+        up.append((name, 1 if state.up else 0))
     if state.last_success is not None:
-        last_success.add_metric([name], state.last_success)
+        last_success.append((name, state.last_success))
     if state.poll_duration is not None:
-        duration.add_metric([name], state.poll_duration)
+        duration.append((name, state.poll_duration))
     if state.token_expiry is not None:
-        token_expiry.add_metric([name], state.token_expiry)
+        token_expiry.append((name, state.token_expiry))
     for endpoint in sorted(state.requests):
-        requests.add_metric([name, endpoint], state.requests[endpoint])
+        requests.append(((tenant.name, endpoint), state.requests[endpoint]))
     for endpoint, status in sorted(state.errors):
-        errors.add_metric([name, endpoint, status], state.errors[(endpoint, status)])
+        errors.append(((tenant.name, endpoint, status), state.errors[(endpoint, status)]))
+    return families
+
+
+def tenant_samples(tenant: TenantConfig, state: TenantState) -> list[list[Sample]]:
+    """One tenant's samples, one list per entry of TENANT_FAMILIES (in that order; some may be empty).
+
+    The one place that decides which samples a tenant has: `tenant_families` wraps them in families for
+    prometheus_client, and the exposition's renderer formats them straight to text.
+    """
+    return value_samples(tenant, state.summaries) + poll_samples(tenant, state)
+
+
+def tenant_families(tenant: TenantConfig, state: TenantState) -> list[GaugeMetricFamily | CounterMetricFamily]:
+    """`tenant_samples` as prometheus_client families, one per entry of TENANT_FAMILIES."""
+    families = [spec.new() for spec in TENANT_FAMILIES]
+    for family, samples in zip(families, tenant_samples(tenant, state), strict=True):
+        for labels, value in samples:
+            family.add_metric(list(labels), value)
     return families
 
 

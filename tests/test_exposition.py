@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
-from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import exposition as exposition_module
 from exporter.app import business_registry
+from exporter.collector import Sample
 from exporter.config import TenantConfig
 from exporter.exposition import Exposition, SnapshotRenderer
-from exporter.model import InvoiceSummary, parse_summaries
+from exporter.model import InvoiceSummary, InvoiceTypeSummary, parse_summaries
 from exporter.snapshot import SnapshotStore, TenantState
 from tests.fakes import make_config, tenant_yaml
 from tests.support import wait_until
@@ -175,32 +175,71 @@ def test_body_parses_as_prometheus_text(tmp_path: Path) -> None:
     assert balances == {f"t{i}": float(i) for i in range(50)}
 
 
+def _random_summaries(rng: random.Random, step: int) -> tuple[InvoiceSummary, ...]:
+    return tuple(
+        InvoiceSummary(
+            c,
+            rng.choice([None, "$", "€", "zł", 'a"b', "c\\d"]),  # multi-byte text shifts offsets; some need escapes
+            rng.random() * 10 ** rng.randint(0, 12),  # Go writes 1e+07 and up with an exponent
+            rng.choice([None, 0.0, -1.5, float("inf")]),
+            None,
+            float(step),
+            None,
+            None,
+            tuple(
+                InvoiceTypeSummary(kind, rng.random(), None, rng.choice([None, 1.7e9]))
+                for kind in rng.sample(["recurring", "onetime", "usage\nbased"], k=rng.randint(0, 3))
+            ),
+        )
+        for c in rng.sample(["USD", "EUR", "GBP"], k=rng.randint(0, 3))
+    )
+
+
 @pytest.mark.parametrize("openmetrics", [False, True])
 def test_incremental_render_stays_identical_through_many_random_changes(tmp_path: Path, openmetrics: bool) -> None:
     rng = random.Random(7)
     store = _store(tmp_path, tenants=12)
     renderer = SnapshotRenderer(lambda: store.current)
-    for step in range(40):
+    for step in range(60):
         for name in rng.sample([f"t{i}" for i in range(12)], k=rng.randint(0, 4)):
-            currencies = rng.sample(["USD", "EUR", "GBP"], k=rng.randint(0, 3))
-            summaries = tuple(
-                InvoiceSummary(
-                    c,
-                    rng.choice([None, "$", "€", "zł"]),  # multi-byte text shifts byte offsets
-                    rng.random() * 10 ** rng.randint(0, 7),
-                    None,
-                    None,
-                    float(step),
-                    None,
-                    None,
-                    (),
-                )
-                for c in currencies
-            )
+            if rng.random() < 0.4:
+                # A poll that brings the same values again, as new objects: only its bookkeeping changes.
+                def again(s: TenantState, d: float = rng.random()) -> TenantState:
+                    copies = tuple(replace(x) for x in s.summaries) if s.summaries is not None else None
+                    return replace(s.counted("summary", None), summaries=copies, poll_duration=d)
+
+                store.update_tenant(name, again)
+                continue
+            summaries = _random_summaries(rng, step)
             store.update_tenant(
                 name, lambda s, v=summaries: replace(s.counted("summary", None), summaries=v, up=bool(v))
             )
         assert renderer(openmetrics) == _reference(store, openmetrics), f"step {step}"
+
+
+def test_a_poll_that_brings_the_same_values_does_not_write_them_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path)
+    for name in ("t0", "t1", "t2"):
+        _set_balance(store, name, 5.0)
+    renderer = SnapshotRenderer(lambda: store.current)
+    renderer.parts(False)
+    written: list[str] = []
+    real_value_samples = exposition_module.value_samples
+
+    def counting(tenant: TenantConfig, summaries: tuple[InvoiceSummary, ...] | None) -> list[list[Sample]]:
+        written.append(tenant.name)
+        return real_value_samples(tenant, summaries)
+
+    monkeypatch.setattr(exposition_module, "value_samples", counting)
+    # t0: equal values in new objects, and a new poll duration; t1: a new balance.
+    store.update_tenant("t0", lambda s: replace(s, summaries=tuple(map(replace, s.summaries or ())), poll_duration=2.0))
+    _set_balance(store, "t1", 6.0)
+    body = renderer(False)
+    assert written == ["t1"]
+    assert body == _reference(store, False)
+    assert b'partnercenter_poll_duration_seconds{tenant="t0"} 2.0' in body
 
 
 def test_families_that_did_not_change_are_kept_and_not_compressed_again(
@@ -250,13 +289,13 @@ def test_a_reload_re_renders_only_the_tenants_it_changed(tmp_path: Path, monkeyp
     renderer = SnapshotRenderer(lambda: store.current)
     renderer.parts(False)
     rendered: list[str] = []
-    real_tenant_families = exposition_module.tenant_families
+    real_poll_samples = exposition_module.poll_samples
 
-    def counting(tenant: TenantConfig, state: TenantState) -> list[Metric]:
-        rendered.append(tenant.name)
-        return real_tenant_families(tenant, state)
+    def counting(tenant: TenantConfig, state: TenantState) -> list[list[Sample]]:
+        rendered.append(tenant.name)  # every tenant rendered again has its poll samples written
+        return real_poll_samples(tenant, state)
 
-    monkeypatch.setattr(exposition_module, "tenant_families", counting)
+    monkeypatch.setattr(exposition_module, "poll_samples", counting)
     # The same file again, but for t1's thresholds: parsed anew, every tenant is a new object.
     reparsed = make_config(tmp_path, tenants.replace("- name: t1\n", "- name: t1\n  thresholds: {USD: {warning: 5}}\n"))
     store.replace_config(reparsed.reusing(store.current.config), restarted=(), now=2.0)
