@@ -14,6 +14,7 @@ import os
 import random
 import ssl
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -52,21 +53,27 @@ TransportFactory = Callable[[], httpx.AsyncBaseTransport]
 
 
 class ClientPool:
-    """One small httpx client per concurrency slot; taking a client is taking a slot.
+    """One client per concurrency slot, each with its own transport; taking a client is taking a slot.
 
-    A single client with a large connection pool spends CPU per request on pool bookkeeping that grows with
-    its size; small clients sharing one SSL context do not. Each sends through an H11Transport, which costs
-    about half the CPU per request of httpx's own (docs/architecture.md).
+    A single pool of many connections spends CPU per request on bookkeeping that grows with its size; a small
+    transport per slot (all sharing one SSL context) does not. Each slot sends through an H11Transport, about
+    half the CPU per request of httpx's own, except to an upstream the environment names a proxy for
+    (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY): those requests go through httpx's proxy transport.
     """
 
     def __init__(self, config: Config, transport_factory: TransportFactory | None = None) -> None:
-        # Always pass one shared context: with `verify=True` each client builds its own (~60 ms, ~1 MiB each),
+        # Always pass one shared context: with `verify=True` each transport builds its own (~60 ms, ~1 MiB each),
         # even for http:// upstreams, which cost seconds and tens of MiB at concurrency 50.
         verify = _shared_ssl_context()
-        self._clients = [_http_client(config, verify, transport_factory) for _ in range(config.concurrency)]
+        api_proxy, login_proxy = environment_proxy(config.api_url), environment_proxy(config.login_url)
+        self._transports: list[httpx.AsyncBaseTransport] = []
         self._free: asyncio.Queue[PartnerCenterClient] = asyncio.Queue()
-        for http in self._clients:
-            self._free.put_nowait(PartnerCenterClient(http, config.api_url, config.login_url, config.timeout))
+        for _ in range(config.concurrency):
+            own = transport_factory() if transport_factory is not None else H11Transport(verify)
+            api = own if transport_factory is not None or api_proxy is None else _proxied(api_proxy, verify)
+            login = own if transport_factory is not None or login_proxy is None else _proxied(login_proxy, verify)
+            self._transports += {id(t): t for t in (own, api, login)}.values()
+            self._free.put_nowait(PartnerCenterClient(api, login, config.api_url, config.login_url, config.timeout))
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[PartnerCenterClient]:
@@ -78,24 +85,23 @@ class ClientPool:
             self._free.put_nowait(client)
 
     async def aclose(self) -> None:
-        """Close every client's connections."""
-        await asyncio.gather(*(c.aclose() for c in self._clients), return_exceptions=True)
+        """Close every transport's connections."""
+        await asyncio.gather(*(t.aclose() for t in self._transports), return_exceptions=True)
 
 
-def _http_client(
-    config: Config, verify: ssl.SSLContext, transport_factory: TransportFactory | None
-) -> httpx.AsyncClient:
-    transport = transport_factory() if transport_factory is not None else None
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(config.timeout),
-        limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
-        verify=verify,
-        follow_redirects=False,
-        transport=transport,
-        # Mounted under "all://", not passed as `transport`: httpx ignores HTTP(S)_PROXY for a client given its
-        # own transport, but mounts proxies (and NO_PROXY hosts) from the environment ahead of a catch-all mount.
-        # Those requests go through httpx's own transport, built with the verify and limits above.
-        mounts=None if transport is not None else {"all://": H11Transport(verify)},
+def environment_proxy(url: str) -> str | None:
+    """The proxy the environment names for `url`: its scheme's *_PROXY or ALL_PROXY, unless NO_PROXY covers it."""
+    proxies = urllib.request.getproxies_environment()
+    parsed = httpx.URL(url)
+    proxy = proxies.get(parsed.scheme) or proxies.get("all")
+    if proxy is None or urllib.request.proxy_bypass(parsed.host):
+        return None
+    return proxy
+
+
+def _proxied(proxy: str, verify: ssl.SSLContext) -> httpx.AsyncBaseTransport:
+    return httpx.AsyncHTTPTransport(
+        verify=verify, proxy=proxy, limits=httpx.Limits(max_connections=2, max_keepalive_connections=2)
     )
 
 

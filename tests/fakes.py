@@ -82,11 +82,16 @@ def ok_summary(balance: float, currency: str = "USD") -> Responder:
 
 def make_config(tmp_path: Path, tenants: str, **globals_: object) -> Config:
     """A config for the fake upstream: `tenants` is the YAML list body, globals override defaults."""
-    settings = {"interval": "1m", "timeout": "2s", "concurrency": 4, "max_staleness": "1h"} | globals_
+    settings = {
+        "interval": "1m",
+        "timeout": "2s",
+        "concurrency": 4,
+        "max_staleness": "1h",
+        "api_url": "http://pc.test",
+        "login_url": "http://login.test",
+    } | globals_
     head = "\n".join(f"{k}: {v}" for k, v in settings.items())
-    text = f"{head}\napi_url: http://pc.test\nlogin_url: http://login.test\ntenants:\n" + textwrap.indent(
-        textwrap.dedent(tenants).strip("\n"), "  "
-    )
+    text = f"{head}\ntenants:\n" + textwrap.indent(textwrap.dedent(tenants).strip("\n"), "  ")
     return parse_config(text, base_dir=tmp_path, environ={})
 
 

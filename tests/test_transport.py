@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import socket
 import ssl
@@ -18,7 +19,7 @@ import pytest
 import trustme
 
 from exporter.config import Config
-from exporter.poller import ClientPool
+from exporter.poller import ClientPool, environment_proxy
 from exporter.secret import Secret
 from exporter.transport import _READ_HIGH_WATER, H11Transport, _Connection
 from tests.fakes import make_config, tenant_yaml
@@ -382,24 +383,103 @@ def test_tls_verifies_the_server_against_the_given_context(tmp_path: Path) -> No
     assert [r.connection for r in upstream.requests] == [1, 1]
 
 
-def test_client_pool_sends_through_an_environment_proxy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """httpx mounts its own transport for proxies; the pool must not bypass them."""
-    body = b'{"balanceAmount": 12.5, "currencyCode": "EUR", "currencySymbol": "\xe2\x82\xac"}'
-    upstream = Upstream(answer(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)))
+SUMMARY = b'{"balanceAmount": 12.5, "currencyCode": "EUR", "currencySymbol": "\xe2\x82\xac"}'
+SUMMARY_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(SUMMARY), SUMMARY)
+
+
+async def _poll_summary(config: Config) -> float | None:
+    pool = ClientPool(config)
+    try:
+        async with pool.slot() as pc:
+            (summary,) = await pc.get_invoice_summaries("summary", Secret("access-token"))
+    finally:
+        await pool.aclose()
+    return summary.balance
+
+
+@pytest.fixture
+def clean_proxy_environment(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    return monkeypatch
+
+
+def test_client_pool_sends_through_an_environment_proxy(
+    tmp_path: Path, clean_proxy_environment: pytest.MonkeyPatch
+) -> None:
+    proxy = Upstream(answer(SUMMARY_ANSWER))
 
     async def go() -> None:
-        async with serving(upstream) as proxy:
-            monkeypatch.setenv("HTTP_PROXY", proxy)
-            monkeypatch.delenv("NO_PROXY", raising=False)
-            monkeypatch.delenv("no_proxy", raising=False)
-            config: Config = make_config(tmp_path, tenant_yaml("a"))
-            pool = ClientPool(config)
-            try:
-                async with pool.slot() as pc:
-                    (summary,) = await pc.get_invoice_summaries("summary", Secret("access-token"))
-            finally:
-                await pool.aclose()
-            assert (summary.balance, summary.currency) == (12.5, "EUR")
+        async with serving(proxy) as proxy_url:
+            clean_proxy_environment.setenv("HTTP_PROXY", proxy_url)
+            assert await _poll_summary(make_config(tmp_path, tenant_yaml("a"))) == 12.5
 
     run(go)
-    assert upstream.requests[0].line == b"GET http://pc.test/v1/invoices/summary HTTP/1.1"
+    # Absolute-form request line: what a forward proxy gets.
+    assert [r.line for r in proxy.requests] == [b"GET http://pc.test/v1/invoices/summary HTTP/1.1"]
+
+
+def test_client_pool_goes_straight_to_a_no_proxy_host(
+    tmp_path: Path, clean_proxy_environment: pytest.MonkeyPatch
+) -> None:
+    proxy, direct = Upstream(answer(SUMMARY_ANSWER)), Upstream(answer(SUMMARY_ANSWER))
+
+    async def go() -> None:
+        async with serving(proxy) as proxy_url, serving(direct) as url:
+            clean_proxy_environment.setenv("HTTP_PROXY", proxy_url)
+            clean_proxy_environment.setenv("NO_PROXY", "localhost,127.0.0.1")
+            assert await _poll_summary(make_config(tmp_path, tenant_yaml("a"), api_url=url)) == 12.5
+
+    run(go)
+    assert proxy.requests == []
+    assert [r.line for r in direct.requests] == [b"GET /v1/invoices/summary HTTP/1.1"]
+
+
+@pytest.mark.parametrize(
+    ("environment", "url", "expected"),
+    [
+        ({}, "https://api.partnercenter.microsoft.com", None),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "https://api.partnercenter.microsoft.com", "http://proxy:3128"),
+        ({"https_proxy": "http://lower:3128"}, "https://login.microsoftonline.com", "http://lower:3128"),
+        ({"HTTP_PROXY": "http://proxy:3128"}, "https://api.partnercenter.microsoft.com", None),
+        ({"ALL_PROXY": "socks5://proxy:1080"}, "https://api.partnercenter.microsoft.com", "socks5://proxy:1080"),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": ".microsoft.com"}, "https://api.partnercenter.microsoft.com", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "microsoft.com"}, "https://login.microsoftonline.com", "http://p:1"),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "*"}, "https://login.microsoftonline.com", None),
+    ],
+)
+def test_environment_proxy_reads_the_variables_curl_and_httpx_read(
+    clean_proxy_environment: pytest.MonkeyPatch, environment: dict[str, str], url: str, expected: str | None
+) -> None:
+    for name, value in environment.items():
+        clean_proxy_environment.setenv(name, value)
+    assert environment_proxy(url) == expected
+
+
+def test_requests_on_a_kept_connection_leave_no_cyclic_garbage() -> None:
+    # Garbage only the cyclic collector can free makes it run during polling, and every pass stalls scrapes.
+    upstream = Upstream()
+    transport = H11Transport(ssl.create_default_context())
+
+    async def go() -> int:
+        async with serving(upstream) as url:
+            target = httpx.URL(url + "/v1/invoices/summary")
+            for round_ in range(2):
+                if round_:
+                    gc.collect()  # first-use caches are not garbage
+                for _ in range(20):
+                    response = await transport.handle_async_request(httpx.Request("GET", target))
+                    assert await response.aread() == b"ok"
+                    await response.aclose()
+            unreachable = gc.collect()
+            await transport.aclose()
+            return unreachable
+
+    gc.disable()
+    try:
+        unreachable = asyncio.run(go())
+    finally:
+        gc.enable()
+    assert {r.connection for r in upstream.requests} == {1}
+    assert unreachable == 0
