@@ -303,3 +303,20 @@ def test_a_reload_re_renders_only_the_tenants_it_changed(tmp_path: Path, monkeyp
     assert rendered == ["t1"]
     assert body == _reference(store, False)
     assert b'partnercenter_balance_threshold{currency="USD",severity="warning",tenant="t1"} 5.0' in body
+
+
+@pytest.mark.parametrize("openmetrics", [False, True])
+def test_a_reload_that_only_removes_a_tenant_takes_its_lines_out_of_every_family(
+    tmp_path: Path, openmetrics: bool
+) -> None:
+    store = _store(tmp_path)
+    for i in range(3):
+        _set_balance(store, f"t{i}", float(i))
+    renderer = SnapshotRenderer(lambda: store.current)
+    assert b'tenant="t1"' in renderer(openmetrics)
+    # Nothing else changes: no tenant has new lines, yet every family that held t1's must be joined again.
+    remaining = make_config(tmp_path, tenant_yaml("t0") + tenant_yaml("t2"))
+    store.replace_config(remaining.reusing(store.current.config), restarted=(), now=3.0)
+    body = renderer(openmetrics)
+    assert b'tenant="t1"' not in body
+    assert body == _reference(store, openmetrics)
