@@ -107,7 +107,9 @@ async def serving(upstream: Upstream, ssl_context: ssl.SSLContext | None = None)
         await server.wait_closed()
 
 
-def client(transport: H11Transport, timeout: float = 5.0) -> httpx.AsyncClient:
+def client(transport: H11Transport | None = None, timeout: float = 5.0) -> httpx.AsyncClient:
+    """An httpx client over `transport` (a new H11Transport by default), for exercising it."""
+    transport = transport or H11Transport(ssl.create_default_context())
     return httpx.AsyncClient(transport=transport, timeout=timeout, trust_env=False)
 
 
@@ -126,7 +128,7 @@ def test_keeps_the_connection_alive_between_requests() -> None:
     upstream = Upstream()
 
     async def go() -> None:
-        async with serving(upstream) as url, client(H11Transport(ssl.create_default_context())) as http:
+        async with serving(upstream) as url, client() as http:
             for _ in range(3):
                 response = await http.get(url + "/v1/invoices/summary?x=1")
                 assert (response.status_code, response.text) == (200, "ok")
@@ -143,7 +145,7 @@ def test_posts_a_form_body_with_its_length() -> None:
     upstream = Upstream()
 
     async def go() -> None:
-        async with serving(upstream) as url, client(H11Transport(ssl.create_default_context())) as http:
+        async with serving(upstream) as url, client() as http:
             await http.post(url + "/t/oauth2/v2.0/token", data={"grant_type": "client_credentials", "a": "b c"})
 
     run(go)
@@ -157,7 +159,7 @@ def test_a_connection_the_server_closes_is_not_reused() -> None:
     upstream = Upstream(answer(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", close=True))
 
     async def go() -> None:
-        async with serving(upstream) as url, client(H11Transport(ssl.create_default_context())) as http:
+        async with serving(upstream) as url, client() as http:
             for _ in range(2):
                 assert (await http.get(url)).text == "ok"
 
@@ -169,7 +171,7 @@ def test_an_idle_connection_closed_by_the_server_is_replaced_without_an_error() 
     upstream = Upstream()
 
     async def go() -> None:
-        async with serving(upstream) as url, client(H11Transport(ssl.create_default_context())) as http:
+        async with serving(upstream) as url, client() as http:
             assert (await http.get(url)).text == "ok"
             for writer in upstream.writers:
                 writer.close()  # the server times the idle connection out
@@ -220,7 +222,7 @@ def test_chunked_and_gzip_bodies_reach_httpx_decoded() -> None:
     upstream = Upstream(answer(head + chunks + b"0\r\n\r\n"))
 
     async def go() -> None:
-        async with serving(upstream) as url, client(H11Transport(ssl.create_default_context())) as http:
+        async with serving(upstream) as url, client() as http:
             for _ in range(2):
                 assert (await http.get(url)).content == payload
 
@@ -283,7 +285,7 @@ def test_broken_answers_raise_httpx_errors_and_retire_the_connection(raw: bytes,
     upstream = Upstream(answer(raw, close=True))
 
     async def go() -> None:
-        async with serving(upstream) as url, client(H11Transport(ssl.create_default_context())) as http:
+        async with serving(upstream) as url, client() as http:
             with pytest.raises(error):
                 await http.get(url)
             upstream.respond = answer()
@@ -302,7 +304,7 @@ def test_a_reset_connection_is_a_read_error() -> None:
     upstream = Upstream(reset)
 
     async def go() -> None:
-        async with serving(upstream) as url, client(H11Transport(ssl.create_default_context())) as http:
+        async with serving(upstream) as url, client() as http:
             with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
                 await http.get(url)
 
@@ -342,7 +344,7 @@ def test_a_cancelled_exchange_never_leaves_its_connection_for_the_next_request()
     upstream = Upstream(slow_body)
 
     async def go() -> None:
-        async with serving(upstream) as url, client(H11Transport(ssl.create_default_context())) as http:
+        async with serving(upstream) as url, client() as http:
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.2):
                     await http.get(url)
@@ -355,7 +357,7 @@ def test_a_cancelled_exchange_never_leaves_its_connection_for_the_next_request()
 
 def test_unsupported_scheme() -> None:
     async def go() -> None:
-        async with client(H11Transport(ssl.create_default_context())) as http:
+        async with client() as http:
             with pytest.raises(httpx.UnsupportedProtocol):
                 await http.get("ftp://127.0.0.1/")
 
@@ -375,7 +377,7 @@ def test_tls_verifies_the_server_against_the_given_context(tmp_path: Path) -> No
             async with client(H11Transport(trusting)) as http:
                 for _ in range(2):
                     assert (await http.get(url)).text == "ok"
-            async with client(H11Transport(ssl.create_default_context())) as http:
+            async with client() as http:
                 with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
                     await http.get(url)
 
