@@ -1,8 +1,9 @@
 """Polls every tenant on its own schedule, at most `concurrency` at a time, and publishes each result.
 
-One asyncio task per tenant sleeps until its next due time, then takes a slot (an httpx client) from the pool.
-A slow or failing tenant only ever holds its own slot, so the others keep their schedule. Each finished poll
-replaces that tenant's state in the SnapshotStore in one step: values, up, counters, durations together.
+One asyncio task per tenant sleeps until its next due time, then takes a slot (a client with its own transport)
+from the pool. A slow or failing tenant only ever holds its own slot, so the others keep their schedule. Each
+finished poll replaces that tenant's state in the SnapshotStore in one step: values, up, counters, durations
+together.
 """
 
 from __future__ import annotations

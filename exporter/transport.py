@@ -5,8 +5,8 @@ cycle CPU-bound; this one speaks the same protocol through the same parser (h11)
 (docs/architecture.md, bench/RESULTS.md). It keeps httpx's contract: it raises httpx's exception types, honours
 the request's connect/read/write timeouts, gives httpx a streamed body to decode, and drops a connection it
 cannot vouch for (idle past the keep-alive expiry, closed or written to by the server while idle, left in the
-middle of an exchange by an error or a cancellation). Requests through an environment proxy never reach it:
-httpx mounts its own transport for those.
+middle of an exchange by an error or a cancellation). Requests to an upstream behind an environment proxy never
+reach it: the client pool gives those httpx's own proxy transport.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ KEEPALIVE_EXPIRY = 5.0
 # Received bytes held before h11 has been asked for them; past this the socket stops being read.
 _READ_HIGH_WATER = 256 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# Not h11's message: it quotes the offending header, which may be the Authorization header.
+_UNWRITABLE = "the request cannot be written as HTTP/1.1"
 
 _Origin = tuple[str, str, int]
 
@@ -98,8 +100,8 @@ class _Connection(asyncio.Protocol):
             if body:
                 data += self._h11.send(h11.Data(data=body)) or b""
             data += self._h11.send(h11.EndOfMessage()) or b""
-        except h11.LocalProtocolError as exc:
-            raise httpx.LocalProtocolError(str(exc)) from None
+        except h11.LocalProtocolError:
+            raise httpx.LocalProtocolError(_UNWRITABLE) from None
         if self._closed or self._transport is None:
             raise httpx.WriteError("connection closed before the request was sent")
         self._transport.write(data)
@@ -233,14 +235,14 @@ class H11Transport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError("transport is closed")
         origin = (scheme, url.host, url.port or _DEFAULT_PORTS[scheme])
         timeouts = request.extensions.get("timeout", {})
+        try:
+            head = h11.Request(method=request.method, target=url.raw_path, headers=request.headers.raw)
+        except h11.LocalProtocolError:
+            raise httpx.LocalProtocolError(_UNWRITABLE) from None
         body = await request.aread()
         connection = self._reused(origin) or await self._connect(origin, timeouts.get("connect"))
         try:
-            await connection.send(
-                h11.Request(method=request.method, target=url.raw_path, headers=request.headers.raw),
-                body,
-                timeouts.get("write"),
-            )
+            await connection.send(head, body, timeouts.get("write"))
             read_timeout = timeouts.get("read")
             event = await connection.next_event(read_timeout)
             while type(event) is h11.InformationalResponse:

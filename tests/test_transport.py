@@ -485,3 +485,21 @@ def test_requests_on_a_kept_connection_leave_no_cyclic_garbage() -> None:
         gc.enable()
     assert {r.connection for r in upstream.requests} == {1}
     assert unreachable == 0
+
+
+def test_a_request_h11_refuses_to_write_names_no_header_value() -> None:
+    secret = "Bearer eyJ0eXAiOiJKV1QiLCJhbGciOi-secret-token"
+    upstream = Upstream()
+
+    async def go() -> None:
+        async with serving(upstream) as url:
+            transport = H11Transport(ssl.create_default_context())
+            # h11 rejects a NUL in a header value; httpx's own checks let it through.
+            request = httpx.Request("GET", url, headers={"Authorization": secret + "\x00"})
+            with pytest.raises(httpx.LocalProtocolError) as caught:
+                await transport.handle_async_request(request)
+            await transport.aclose()
+            assert "secret-token" not in str(caught.value)
+
+    run(go)
+    assert upstream.requests == []
