@@ -128,7 +128,8 @@ _TYPE_GAUGES: tuple[tuple[FamilySpec, Callable[[InvoiceTypeSummary], float | Non
     ),
 )
 
-_OTHER_TENANT_FAMILIES = (
+# Per-tenant families besides the gauges above whose samples come from the summaries and config alone.
+_OTHER_VALUE_FAMILIES = (
     FamilySpec(
         "partnercenter_currency_info",
         "Currency symbol (currencySymbol) per currency; always 1." + _FROM_POLL,
@@ -141,6 +142,10 @@ _OTHER_TENANT_FAMILIES = (
         "gauge",
         ("tenant", "currency", "severity"),
     ),
+)
+
+# Per-tenant families that describe its polls.
+_POLL_FAMILIES = (
     FamilySpec("partnercenter_up", "1 if the last poll of the tenant succeeded, else 0.", "gauge", _TENANT),
     FamilySpec(
         "partnercenter_last_success_timestamp_seconds",
@@ -174,7 +179,8 @@ _OTHER_TENANT_FAMILIES = (
 TENANT_FAMILIES: tuple[FamilySpec, ...] = (
     *(spec for spec, _ in _SUMMARY_GAUGES),
     *(spec for spec, _ in _TYPE_GAUGES),
-    *_OTHER_TENANT_FAMILIES,
+    *_OTHER_VALUE_FAMILIES,
+    *_POLL_FAMILIES,
 )
 
 GLOBAL_FAMILIES: tuple[FamilySpec, ...] = (
@@ -195,7 +201,7 @@ Sample = tuple[tuple[str, ...], float]  # label values in the family's label ord
 
 # The first VALUE_FAMILIES entries of TENANT_FAMILIES hold the tenant's invoice values: their samples depend on
 # its config and last summaries only. The rest describe its polls, which change every time.
-VALUE_FAMILIES = len(_SUMMARY_GAUGES) + len(_TYPE_GAUGES) + 2
+VALUE_FAMILIES = len(_SUMMARY_GAUGES) + len(_TYPE_GAUGES) + len(_OTHER_VALUE_FAMILIES)
 
 
 def value_samples(tenant: TenantConfig, summaries: tuple[InvoiceSummary, ...] | None) -> list[list[Sample]]:
@@ -232,7 +238,7 @@ def value_samples(tenant: TenantConfig, summaries: tuple[InvoiceSummary, ...] | 
 
 def poll_samples(tenant: TenantConfig, state: TenantState) -> list[list[Sample]]:
     """A tenant's samples of the families after the first VALUE_FAMILIES, one list per family."""
-    families: list[list[Sample]] = [[] for _ in range(len(TENANT_FAMILIES) - VALUE_FAMILIES)]
+    families: list[list[Sample]] = [[] for _ in _POLL_FAMILIES]
     up, last_success, duration, requests, errors, token_expiry = families
     name = (tenant.name,)
     if state.up is not None:
