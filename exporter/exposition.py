@@ -334,9 +334,7 @@ class _SampleLines:
     building its family and sample objects: that was half the cost of re-rendering a tenant."""
 
     def __init__(self, spec: FamilySpec) -> None:
-        if not _PLAIN_METRIC_NAME.fullmatch(spec.name) or not all(
-            _PLAIN_LABEL_NAME.fullmatch(label) and not label.startswith("__") for label in spec.labels
-        ):
+        if not _PLAIN_METRIC_NAME.fullmatch(spec.name) or not all(map(_plain_label_name, spec.labels)):
             raise ValueError(f"{spec.name}: names that need escaping are prometheus_client's to render")
         sample_name = spec.name + "_total" if spec.kind == "counter" else spec.name
         # prometheus_client writes labels sorted by name; the value is the argument after the labels.
@@ -348,6 +346,11 @@ class _SampleLines:
         return "".join(
             line(*(labels if _plain(labels) else map(_escape, labels)), value_text(value)) for labels, value in samples
         ).encode()
+
+
+def _plain_label_name(name: str) -> bool:
+    """A label name prometheus_client writes as it is (reserved `__` names and others it escapes itself)."""
+    return _PLAIN_LABEL_NAME.fullmatch(name) is not None and not name.startswith("__")
 
 
 def _plain(labels: tuple[str, ...]) -> bool:
@@ -443,12 +446,9 @@ def _render_simple(metric: Metric, openmetrics: bool) -> tuple[str, str] | None:
         for key, label in sorted(sample.labels.items()):
             if key not in plain_labels:
                 # prometheus_client escapes reserved (`__`) and non-legacy label names: leave those to it.
-                if not _PLAIN_LABEL_NAME.fullmatch(key) or key.startswith("__"):
+                if not _plain_label_name(key):
                     return None
                 plain_labels.add(key)
-            escaped = label
-            if "\\" in label or "\n" in label or '"' in label:
-                escaped = label.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-            pairs.append(f'{key}="{escaped}"')
+            pairs.append(f'{key}="{_escape(label)}"')
         lines.append(f"{sample_name}{{{','.join(pairs)}}} {value}\n")
     return header, "".join(lines)
