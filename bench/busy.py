@@ -25,8 +25,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import BackgroundScrapes, Child, Scraper, free_port, percentile, wait_until
-from run import BENCH, ROOT, reload_exporter, write_config
+from harness import BackgroundScrapes, Scraper, free_port, percentile, wait_until
+from run import BENCH, ROOT, reload_exporter, spawn_exporter, spawn_simulator, write_config
 
 QUANTILES = (50, 90, 99, 99.9)
 
@@ -88,32 +88,13 @@ def one_run(tree: Path, args: argparse.Namespace, work: Path) -> tuple[list[floa
     for stale in (work / "tokens").glob("*.token"):
         stale.unlink()
     sim_port, exp_port = free_port(), free_port()
-    simulator = [
-        sys.executable,
-        str(BENCH / "simulator.py"),
-        f"--port={sim_port}",
-        f"--tenants={args.tenants}",
-        f"--latency={args.latency}",
-    ]
-    children = [Child.spawn("simulator", simulator, work / "simulator.log")]
+    children = [spawn_simulator(sim_port, args.tenants, args.latency, work / "simulator.log")]
     try:
         sim = Scraper(sim_port)
         wait_until(lambda: sim.get("/_sim/healthz"), 60, "the simulator")
         config = work / "config.yml"
         write_config(config, args.tenants, sim_port, 3600, args.concurrency)
-        exporter = Child.spawn(
-            "exporter",
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                f"--config.file={config}",
-                f"--web.listen-address=127.0.0.1:{exp_port}",
-                "--log.level=warning",
-            ],
-            work / "exporter.log",
-            cwd=tree,
-        )
+        exporter = spawn_exporter(config, exp_port, work / "exporter.log", tree)
         children.append(exporter)
         client = Scraper(exp_port)
 

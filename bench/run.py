@@ -110,6 +110,32 @@ def settings(args: argparse.Namespace) -> Result:
     return {k: getattr(args, k) for k in ("latency", "concurrency", "currencies", "scrapes", "budget")}
 
 
+def spawn_simulator(port: int, tenants: int, latency: float, log_path: Path, currencies: int = 3) -> Child:
+    """The benchmark's simulator (bench/simulator.py) in its own process on 127.0.0.1:port."""
+    argv = [
+        sys.executable,
+        str(BENCH / "simulator.py"),
+        f"--port={port}",
+        f"--tenants={tenants}",
+        f"--currencies={currencies}",
+        f"--latency={latency}",
+    ]
+    return Child.spawn("simulator", argv, log_path)
+
+
+def spawn_exporter(config: Path, port: int, log_path: Path, tree: Path = ROOT) -> Child:
+    """The exporter CLI of the checkout `tree` in its own process on 127.0.0.1:port, logging warnings and worse."""
+    argv = [
+        sys.executable,
+        "-m",
+        "exporter",
+        f"--config.file={config}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warning",
+    ]
+    return Child.spawn("exporter", argv, log_path, cwd=tree)
+
+
 def write_config(path: Path, n: int, sim_port: int, interval: float, concurrency: int) -> None:
     """An exporter config for the simulator's generated tenants (App+User, endpoint summaries)."""
     tokens = path.parent / "tokens"
@@ -199,18 +225,7 @@ def bench_one(n: int, args: argparse.Namespace) -> Result:
     bound = n * args.latency / args.concurrency
     result: Result = {"tenants": n, "bound_s": bound}
     sim_port, exp_port, node_port = free_port(), free_port(), free_port()
-    sim = Child.spawn(
-        "simulator",
-        [
-            sys.executable,
-            str(BENCH / "simulator.py"),
-            f"--port={sim_port}",
-            f"--tenants={n}",
-            f"--currencies={args.currencies}",
-            f"--latency={args.latency}",
-        ],
-        work / "simulator.log",
-    )
+    sim = spawn_simulator(sim_port, n, args.latency, work / "simulator.log", currencies=args.currencies)
     children = [sim]
     try:
         sim_client = Scraper(sim_port)
@@ -219,19 +234,7 @@ def bench_one(n: int, args: argparse.Namespace) -> Result:
         write_config(config, n, sim_port, 3600, args.concurrency)
 
         # 1. Cold cycle: start the exporter, scrape back to back while it polls every tenant once.
-        exporter = Child.spawn(
-            "exporter",
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                f"--config.file={config}",
-                f"--web.listen-address=127.0.0.1:{exp_port}",
-                "--log.level=warning",
-            ],
-            work / "exporter.log",
-            cwd=ROOT,
-        )
+        exporter = spawn_exporter(config, exp_port, work / "exporter.log")
         children.append(exporter)
         if args.profile:
             # Sampled for the whole run; the flat profile shows where the CPU of polling, rendering and serving goes.
