@@ -3,11 +3,11 @@
     python bench/busy.py                                   # this tree, 1000 tenants, 3 runs
     python bench/busy.py --tree=base=../other-checkout --tree=new=. --runs=4
 
-One run of one tree: the simulator (N tenants, --latency on every invoice answer) and that tree's exporter
-(`python -m exporter` with the tree as working directory, its own process). First idle: after the first poll
-cycle (interval 1 h), gzip scrapes every --pace seconds for --seconds. Then a reload to --interval, and the same
-scrapes while it keeps polling. The exporter's memory (RSS and PSS, summed over its process tree) is read at
-the end of the busy window.
+One run of one tree: the simulator (always this checkout's: N tenants, --latency on every invoice answer) and that
+tree's exporter (`python -m exporter` with the tree as working directory, its own process). First idle: after
+the first poll cycle (interval 1 h), gzip scrapes every --pace seconds for --seconds. Then a reload to
+--interval, and the same scrapes while it keeps polling. The exporter's memory (RSS and PSS, summed over its
+process tree) is read at the end of the busy window.
 
 Why pooled: bench/run.py's busy and idle p99 each come from one window of ~300 scrapes paced at 100 ms, so each
 is the third-worst scrape and moves x1.5-2 between runs of the same code. Several runs at a faster pace give a
@@ -20,13 +20,21 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import BackgroundScrapes, Scraper, free_port, percentile, wait_until
-from run import BENCH, ROOT, reload_exporter, spawn_exporter, spawn_simulator, write_config
+from harness import Scraper, free_port, percentile, wait_until
+from run import (
+    BENCH,
+    ROOT,
+    paced_scrapes,
+    reload_exporter,
+    spawn_exporter,
+    spawn_simulator,
+    wait_ready,
+    write_config,
+)
 
 QUANTILES = (50, 90, 99, 99.9)
 
@@ -97,38 +105,18 @@ def one_run(tree: Path, args: argparse.Namespace, work: Path) -> tuple[list[floa
         exporter = spawn_exporter(config, exp_port, work / "exporter.log", tree)
         children.append(exporter)
         client = Scraper(exp_port)
-
-        def ready() -> bool:
-            exporter.check_alive()
-            try:
-                client.get("/readyz")
-            except RuntimeError:  # 503 until every tenant has been polled once
-                return False
-            return True
-
-        wait_until(ready, 300, "the exporter's first poll cycle")
+        wait_ready(exporter, client, 300)
         client.get("/metrics", gzip=True)  # the first scrape renders every tenant: not a latency of either window
-        idle = paced(exp_port, args.seconds, args.pace)
+        idle = paced_scrapes(exp_port, args.seconds, args.pace)
         write_config(config, args.tenants, sim_port, args.interval, args.concurrency)
         reload_exporter(exp_port)
-        busy = paced(exp_port, args.seconds, args.pace)
+        busy = paced_scrapes(exp_port, args.seconds, args.pace)
         mem = tree_memory(exporter.proc.pid)
         exporter.check_alive()
         return idle, busy, mem
     finally:
         for child in reversed(children):
             child.stop()
-
-
-def paced(port: int, seconds: float, pace: float) -> list[float]:
-    """Latencies of gzip scrapes every `pace` seconds for `seconds`."""
-    background = BackgroundScrapes(port, pace=pace)
-    background.start()
-    time.sleep(seconds)
-    background.stop()
-    if background.errors:
-        raise RuntimeError(f"scrapes failed: {background.errors[:3]}")
-    return [s for _, s in background.results]
 
 
 def tree_memory(pid: int) -> tuple[int, int]:

@@ -258,16 +258,7 @@ def bench_one(n: int, args: argparse.Namespace) -> Result:
         background = BackgroundScrapes(exp_port)
         background.start()
         client = Scraper(exp_port)
-
-        def ready() -> bool:
-            exporter.check_alive()
-            try:
-                client.get("/readyz")
-            except RuntimeError:  # 503 until every tenant was polled once
-                return False
-            return True
-
-        wait_until(ready, 120 + bound * 10, "the exporter's first poll cycle")
+        wait_ready(exporter, client, 120 + bound * 10)
         background.stop()
 
         def settled() -> bool:
@@ -387,12 +378,28 @@ def bench_one(n: int, args: argparse.Namespace) -> Result:
             child.stop()
 
 
-def paced_scrapes(port: int, seconds: float) -> list[float]:
-    """Latencies of gzip scrapes every 100 ms (BackgroundScrapes' pace) for `seconds`."""
-    background = BackgroundScrapes(port)
+def wait_ready(exporter: Child, client: Scraper, timeout: float) -> None:
+    """Wait until /readyz answers 200 (every tenant polled once); raise if the exporter exits meanwhile."""
+
+    def ready() -> bool:
+        exporter.check_alive()
+        try:
+            client.get("/readyz")
+        except RuntimeError:  # 503 until every tenant was polled once
+            return False
+        return True
+
+    wait_until(ready, timeout, "the exporter's first poll cycle")
+
+
+def paced_scrapes(port: int, seconds: float, pace: float = 0.1) -> list[float]:
+    """Latencies of gzip scrapes every `pace` seconds for `seconds`; raises if any scrape failed."""
+    background = BackgroundScrapes(port, pace=pace)
     background.start()
     time.sleep(seconds)
     background.stop()
+    if background.errors:  # a failed scrape has no latency: a series without it would look better than it was
+        raise RuntimeError(f"scrapes failed: {background.errors[:3]}")
     return [s for _, s in background.results]
 
 
