@@ -11,14 +11,14 @@ process tree) is read at the end of the busy window.
 
 Why pooled: bench/run.py's busy and idle p99 each come from one window of ~300 scrapes paced at 100 ms, so each
 is the third-worst scrape and moves x1.5-2 between runs of the same code. Several runs at a faster pace give a
-p99 over thousands of scrapes, good enough to tell two trees apart; runs of different trees alternate, so drift
-on the machine falls on all of them alike.
+p99 over thousands of scrapes; runs of different trees alternate, so drift on the machine falls on all of them
+alike. Even so, one batch tells two trees apart only when they differ by more than about a third: an A/A batch
+(the same code as two trees) and four batches of one session are in bench/RESULTS.md, seventh round.
 """
 
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
@@ -131,8 +131,21 @@ def tree_memory(pid: int) -> tuple[int, int]:
 
 
 def _descendants(pid: int) -> list[int]:
-    found = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False).stdout.split()
-    return [d for child in map(int, found) for d in (child, *_descendants(child))]
+    """Every process below `pid`, from the parent each process names in /proc/N/stat (no procps needed)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name in parentheses may hold spaces; the state and the parent's PID follow it.
+            parent = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
 
 
 if __name__ == "__main__":

@@ -70,7 +70,9 @@ def main() -> int:
     p.add_argument("--currencies", type=int, default=3, help="currencies per tenant")
     p.add_argument("--scrapes", type=int, default=300, help="scrapes per series (fewer if --budget runs out)")
     p.add_argument("--budget", type=float, default=15.0, help="seconds per scrape series at most")
-    p.add_argument("--window", type=float, default=30.0, help="seconds of paced scrapes, idle and busy (p99s)")
+    p.add_argument(
+        "--window", type=float, default=30.0, help="seconds of paced scrapes, idle and busy (busy: whole intervals)"
+    )
     p.add_argument("--out", type=Path, default=BENCH / "out", help="work directory (logs, configs, results.json)")
     p.add_argument("--plot", type=Path, nargs="?", const=BENCH / "scrape_latency.png", help="also write the PNG")
     p.add_argument("--profile", action="store_true", help="sample the exporter with py-spy (collapsed stacks)")
