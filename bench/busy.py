@@ -9,6 +9,13 @@ the first poll cycle (interval 1 h), gzip scrapes every --pace seconds for --sec
 --interval, and the same scrapes while it keeps polling. The exporter's memory (RSS and PSS, summed over its
 process tree) is read at the end of the busy window.
 
+A control is scraped in the same windows, half a pace after each scrape of the exporter, from the same client
+thread: `bench/control.py`, the exporter's HTTP stack in a process of its own serving the exporter's first gzip
+body and nothing else. What polling costs the machine (the other core busy with the poller and the simulator)
+shows on the control as much as on the exporter; what shows on the exporter alone is its own. Each window also
+records the CPU time the hypervisor took from this machine's CPUs ("steal", from /proc/stat), which comes and
+goes with whatever else runs on the host and moves the tails of both.
+
 Why pooled: bench/run.py's busy and idle p99 each come from one window of ~300 scrapes paced at 100 ms, so each
 is the third-worst scrape and moves x1.5-2 between runs of the same code. Several runs at a faster pace give a
 p99 over thousands of scrapes; runs of different trees alternate, so drift on the machine falls on all of them
@@ -19,16 +26,18 @@ alike. Even so, one batch tells two trees apart only when they differ by more th
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Scraper, free_port, percentile, wait_until
+from harness import Child, Scraper, free_port, percentile, wait_until
 from run import (
     BENCH,
     ROOT,
-    paced_scrapes,
     reload_exporter,
     spawn_exporter,
     spawn_simulator,
@@ -37,6 +46,29 @@ from run import (
 )
 
 QUANTILES = (50, 90, 99, 99.9)
+WINDOWS = ("idle", "busy")
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Window:
+    """What one window (idle or busy) of one or more runs measured."""
+
+    exporter: list[float] = field(default_factory=list)  # scrape latencies, seconds
+    control: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    steal: float = 0.0  # CPU seconds the hypervisor took from this machine's CPUs meanwhile
+
+    def add(self, other: Window) -> None:
+        """Pool another window's figures into this one."""
+        self.exporter += other.exporter
+        self.control += other.control
+        self.seconds += other.seconds
+        self.steal += other.steal
+
+    def steal_share(self) -> float:
+        """Stolen CPU time per second of the window, summed over CPUs (0.1: a tenth of one CPU)."""
+        return self.steal / self.seconds if self.seconds else 0.0
 
 
 def main() -> int:
@@ -48,30 +80,36 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=50)
     p.add_argument("--interval", type=float, default=4.0, help="poll interval of the busy window (s)")
     p.add_argument("--seconds", type=float, default=40.0, help="length of each window (s)")
-    p.add_argument("--pace", type=float, default=0.02, help="seconds between scrapes")
+    p.add_argument("--pace", type=float, default=0.02, help="seconds between scrapes of the exporter")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--out", type=Path, default=BENCH / "out" / "busy")
     args = p.parse_args()
     trees = dict(_tree(spec) for spec in args.tree) or {"this": ROOT}
-    pooled: dict[str, dict[str, list[float]]] = {name: {"idle": [], "busy": []} for name in trees}
+    pooled = {name: {w: Window() for w in WINDOWS} for name in trees}
     memory: dict[str, list[tuple[int, int]]] = {name: [] for name in trees}
     for run in range(1, args.runs + 1):
         for name, tree in trees.items():
-            idle, busy, mem = one_run(tree, args, args.out / f"{name}-{run}")
-            pooled[name]["idle"] += idle
-            pooled[name]["busy"] += busy
+            windows, mem = one_run(tree, args, args.out / f"{name}-{run}")
+            for w in WINDOWS:
+                pooled[name][w].add(windows[w])
             memory[name].append(mem)
-            print(f"run {run} {name}: idle {_quantiles(idle)} | busy {_quantiles(busy)}", flush=True)
+            print(f"run {run} {name}: " + " | ".join(f"{w} {_summary(windows[w])}" for w in WINDOWS), flush=True)
     print()
-    print("| tree | window | scrapes | " + " | ".join(f"p{q} ms" for q in QUANTILES) + " | busy p99 / idle p99 |")
-    print("|---|---|---:|" + "---:|" * len(QUANTILES) + "---:|")
+    quantiles = " | ".join(f"p{q} ms" for q in QUANTILES)
+    print(f"| tree | window | scrapes | {quantiles} | busy p99 / idle p99 | steal |")
+    print("|---|---|---:|" + "---:|" * len(QUANTILES) + "---:|---:|")
     for name, windows in pooled.items():
-        ratio = percentile(windows["busy"], 99) / percentile(windows["idle"], 99)
-        for window, latencies in windows.items():
-            cells = " | ".join(f"{percentile(latencies, q) * 1000:.2f}" for q in QUANTILES)
-            last = f"x{ratio:.2f}" if window == "busy" else ""
-            print(f"| {name} | {window} | {len(latencies)} | {cells} | {last} |")
+        for server in ("exporter", "control"):
+            series = {w: getattr(windows[w], server) for w in WINDOWS}
+            ratio = percentile(series["busy"], 99) / percentile(series["idle"], 99)
+            for w in WINDOWS:
+                cells = " | ".join(f"{percentile(series[w], q) * 1000:.2f}" for q in QUANTILES)
+                last = f"x{ratio:.2f}" if w == "busy" else ""
+                label = name if server == "exporter" else f"{name}: control"
+                print(f"| {label} | {w} | {len(series[w])} | {cells} | {last} | {windows[w].steal_share():.3f} |")
     print()
+    print("steal: CPU seconds per second that the hypervisor gave to others, summed over this machine's CPUs.")
+    print("control: bench/control.py, a Python server with one fixed body, scraped in the same windows.")
     for name, mems in memory.items():
         rss = max(r for r, _ in mems) / 2**20
         pss = max(p for _, p in mems) / 2**20
@@ -86,16 +124,19 @@ def _tree(spec: str) -> tuple[str, Path]:
     return name, Path(path).resolve()
 
 
-def _quantiles(latencies: list[float]) -> str:
-    return " ".join(f"p{q}={percentile(latencies, q) * 1000:.2f}" for q in QUANTILES) + f" (n={len(latencies)})"
+def _summary(window: Window) -> str:
+    def quantiles(latencies: list[float]) -> str:
+        return " ".join(f"p{q}={percentile(latencies, q) * 1000:.2f}" for q in QUANTILES) + f" (n={len(latencies)})"
+
+    return f"{quantiles(window.exporter)}, control {quantiles(window.control)}, steal {window.steal_share():.3f}"
 
 
-def one_run(tree: Path, args: argparse.Namespace, work: Path) -> tuple[list[float], list[float], tuple[int, int]]:
-    """(idle latencies, busy latencies, (RSS, PSS) of the exporter's process tree) of one run of `tree`."""
+def one_run(tree: Path, args: argparse.Namespace, work: Path) -> tuple[dict[str, Window], tuple[int, int]]:
+    """The idle and busy windows of one run of `tree`, and (RSS, PSS) of the exporter's process tree."""
     work.mkdir(parents=True, exist_ok=True)
     for stale in (work / "tokens").glob("*.token"):
         stale.unlink()
-    sim_port, exp_port = free_port(), free_port()
+    sim_port, exp_port, control_port = free_port(), free_port(), free_port()
     children = [spawn_simulator(sim_port, args.tenants, args.latency, work / "simulator.log")]
     try:
         sim = Scraper(sim_port)
@@ -106,17 +147,58 @@ def one_run(tree: Path, args: argparse.Namespace, work: Path) -> tuple[list[floa
         children.append(exporter)
         client = Scraper(exp_port)
         wait_ready(exporter, client, 300)
-        client.get("/metrics", gzip=True)  # the first scrape renders every tenant: not a latency of either window
-        idle = paced_scrapes(exp_port, args.seconds, args.pace)
+        # The first scrape renders every tenant: not a latency of either window. Its body is the control's.
+        (work / "metrics.gz").write_bytes(client.get("/metrics", gzip=True)[1])
+        client.close()
+        children.append(spawn_control(control_port, work / "metrics.gz", work / "control.log"))
+        control = Scraper(control_port)
+        wait_until(lambda: control.get("/metrics", gzip=True), 30, "the control server")
+        control.close()
+        idle = paired_scrapes(exp_port, control_port, args.seconds, args.pace)
         write_config(config, args.tenants, sim_port, args.interval, args.concurrency)
         reload_exporter(exp_port)
-        busy = paced_scrapes(exp_port, args.seconds, args.pace)
+        busy = paired_scrapes(exp_port, control_port, args.seconds, args.pace)
         mem = tree_memory(exporter.proc.pid)
-        exporter.check_alive()
-        return idle, busy, mem
+        for child in children:
+            child.check_alive()
+        return {"idle": idle, "busy": busy}, mem
     finally:
         for child in reversed(children):
             child.stop()
+
+
+def spawn_control(port: int, body: Path, log_path: Path) -> Child:
+    """bench/control.py serving `body` (gzip) on 127.0.0.1:port."""
+    argv = [sys.executable, str(BENCH / "control.py"), f"--port={port}", f"--body={body}", "--encoding=gzip"]
+    return Child.spawn("control", argv, log_path)
+
+
+def paired_scrapes(exporter_port: int, control_port: int, seconds: float, pace: float) -> Window:
+    """Gzip scrapes of the exporter every `pace` seconds for `seconds`, each followed half a pace later by one of
+    the control; one thread, so that neither scrape's client waits on the other's. Raises if a scrape failed."""
+    exporter, control = Scraper(exporter_port), Scraper(control_port)
+    window = Window()
+    steal0, started = _steal(), time.monotonic()
+    due = started
+    try:
+        while due < started + seconds:
+            for scraper, series in ((exporter, window.exporter), (control, window.control)):
+                time.sleep(max(0.0, due - time.monotonic()))
+                series.append(scraper.get("/metrics", gzip=True)[0])
+                due += pace / 2
+    finally:
+        exporter.close()
+        control.close()
+    window.seconds = time.monotonic() - started
+    window.steal = _steal() - steal0
+    return window
+
+
+def _steal() -> float:
+    """CPU seconds stolen by the hypervisor so far, summed over CPUs (/proc/stat's eighth field)."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return int(fields[8]) / _TICKS
 
 
 def tree_memory(pid: int) -> tuple[int, int]:
