@@ -154,7 +154,7 @@ def _serve(config: Config, path: Path | None, listen: tuple[str, int], web: WebC
     # ~20 ms, with no measurable cost to the cycle (bench/RESULTS.md).
     sys.setswitchinterval(0.0002)
     malloc.fix_mmap_threshold()
-    stop = threading.Event()
+    stop = _StopRequest()
     with _signals(app, stop):
         app.start()
         # A full pass of the cyclic garbage collector walks every tracked object with the GIL held, and a scrape
@@ -173,25 +173,43 @@ def _serve(config: Config, path: Path | None, listen: tuple[str, int], web: WebC
                 file=sys.stderr,
                 flush=True,
             )
-        while not stop.wait(0.5):
-            pass
+        stop.wait()
     log.info("shutting down")
     app.stop()
     return 0
 
 
-@contextlib.contextmanager
-def _signals(app: App, stop: threading.Event) -> Iterator[None]:
-    def on_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+class _StopRequest:
+    """Whether SIGTERM or SIGINT has asked the exporter to stop.
 
+    The handler sets a plain attribute and takes no lock. A Python signal handler runs in the main thread between
+    two bytecodes, maybe while that thread holds a lock: a `threading.Event`'s, around the bytecodes of its own
+    `wait()`. A handler that set such an event would wait for its own thread's lock for good, and the exporter
+    would not stop. So the main thread looks at the attribute every 100 ms instead of waiting on an event.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """The SIGTERM and SIGINT handler."""
+        self.requested = True
+
+    def wait(self) -> None:
+        """Until a stop is requested."""
+        while not self.requested:
+            time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def _signals(app: App, stop: _StopRequest) -> Iterator[None]:
     def on_hup(signum: int, frame: FrameType | None) -> None:
         # Reload off the signal handler: it does file I/O and waits on the poller loop.
         threading.Thread(target=app.reload, name="sighup-reload", daemon=True).start()
 
     previous = {
         s: signal.signal(s, h)
-        for s, h in ((signal.SIGTERM, on_stop), (signal.SIGINT, on_stop), (signal.SIGHUP, on_hup))
+        for s, h in ((signal.SIGTERM, stop.on_signal), (signal.SIGINT, stop.on_signal), (signal.SIGHUP, on_hup))
     }
     try:
         yield

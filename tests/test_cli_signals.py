@@ -1,0 +1,102 @@
+"""Signals in-process: SIGTERM and SIGINT end the exporter's wait, SIGHUP reloads, wherever the signal lands.
+
+The end-to-end tests (test_e2e) send the same signals to a real exporter process. These pin down what a process
+test cannot hit on purpose: a Python signal handler runs in the main thread between two bytecodes, whatever that
+thread holds at the time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from exporter.cli import _signals, _StopRequest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _App:
+    """What _signals needs of the App: reload()."""
+
+    def __init__(self) -> None:
+        self.reloaded_on: list[str] = []
+
+    def reload(self) -> tuple[bool, str]:
+        self.reloaded_on.append(threading.current_thread().name)
+        return True, "config reloaded"
+
+
+def _until(condition: Callable[[], object], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_the_wait(sig: int) -> None:
+    stop = _StopRequest()
+    with _signals(cast(Any, _App()), stop):
+        waiting = threading.Thread(target=stop.wait, daemon=True)
+        waiting.start()
+        os.kill(os.getpid(), sig)  # handled by this, the main, thread
+        assert _until(lambda: not waiting.is_alive()), "the wait went on after the signal"
+    assert signal.getsignal(sig) != stop.on_signal  # the handlers from before are back
+
+
+def test_sighup_reloads_in_a_thread_of_its_own() -> None:
+    app, stop = _App(), _StopRequest()
+    with _signals(cast(Any, app), stop):
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert _until(lambda: app.reloaded_on), "no reload after SIGHUP"
+    assert app.reloaded_on == ["sighup-reload"]
+    assert not stop.requested
+
+
+# Sends itself SIGTERM from a trace function at the N-th line the main thread runs inside stop.wait(), so that the
+# handler runs right there, whatever the wait holds at that line; then says whether the wait ended.
+_AT_LINE = """
+import os, signal, sys
+from exporter.cli import _StopRequest
+
+stop = _StopRequest()
+signal.signal(signal.SIGTERM, stop.on_signal)
+target, seen = int(sys.argv[1]), 0
+
+def local(frame, event, arg):
+    global seen
+    if event == "line":
+        seen += 1
+        if seen == target:
+            os.kill(os.getpid(), signal.SIGTERM)
+    return local
+
+sys.settrace(lambda frame, event, arg: local)
+stop.wait()
+sys.settrace(None)
+print("stopped")
+"""
+
+
+@pytest.mark.parametrize("line", range(1, 13))
+def test_a_sigterm_at_any_line_of_the_wait_ends_it(line: int) -> None:
+    # Once the wait was a threading.Event's and the handler set it: at the lines where Event.wait() holds the
+    # event's lock, the handler waited for that lock, held by its own thread, and the exporter never stopped.
+    try:
+        argv = [sys.executable, "-c", _AT_LINE, str(line)]
+        done = subprocess.run(argv, check=False, cwd=ROOT, capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"a SIGTERM at line {line} of the wait did not end it")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "stopped\n"
