@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from exporter.signals import StopRequest
 from exporter.simulator import Scenario, Simulator
 
 
@@ -30,17 +29,12 @@ def main() -> int:
     scenario = Scenario.generated(
         args.tenants, args.currencies, args.latency, token_lifetime=args.token_lifetime, app_user=True
     )
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = StopRequest()
+    signal.signal(signal.SIGTERM, stop.on_signal)
+    signal.signal(signal.SIGINT, stop.on_signal)
     sim = Simulator(scenario, host="127.0.0.1", port=args.port)
     sim.start()
-    while not stop.wait(0.5):
-        pass
+    stop.wait()
     sim.stop()
     return 0
 

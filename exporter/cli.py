@@ -22,6 +22,7 @@ from exporter.app import App, business_registry, restore_state
 from exporter.config import Config, ConfigError, describe_config, load_config
 from exporter.logs import configure_logging
 from exporter.poller import Poller
+from exporter.signals import StopRequest
 from exporter.snapshot import SnapshotStore
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
@@ -154,7 +155,7 @@ def _serve(config: Config, path: Path | None, listen: tuple[str, int], web: WebC
     # ~20 ms, with no measurable cost to the cycle (bench/RESULTS.md).
     sys.setswitchinterval(0.0002)
     malloc.fix_mmap_threshold()
-    stop = _StopRequest()
+    stop = StopRequest()
     with _signals(app, stop):
         app.start()
         # A full pass of the cyclic garbage collector walks every tracked object with the GIL held, and a scrape
@@ -179,30 +180,8 @@ def _serve(config: Config, path: Path | None, listen: tuple[str, int], web: WebC
     return 0
 
 
-class _StopRequest:
-    """Whether SIGTERM or SIGINT has asked the exporter to stop.
-
-    The handler sets a plain attribute and takes no lock. A Python signal handler runs in the main thread between
-    two bytecodes, maybe while that thread holds a lock: a `threading.Event`'s, around the bytecodes of its own
-    `wait()`. A handler that set such an event would wait for its own thread's lock for good, and the exporter
-    would not stop. So the main thread looks at the attribute every 100 ms instead of waiting on an event.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """The SIGTERM and SIGINT handler."""
-        self.requested = True
-
-    def wait(self) -> None:
-        """Until a stop is requested."""
-        while not self.requested:
-            time.sleep(0.1)
-
-
 @contextlib.contextmanager
-def _signals(app: App, stop: _StopRequest) -> Iterator[None]:
+def _signals(app: App, stop: StopRequest) -> Iterator[None]:
     def on_hup(signum: int, frame: FrameType | None) -> None:
         # Reload off the signal handler: it does file I/O and waits on the poller loop.
         threading.Thread(target=app.reload, name="sighup-reload", daemon=True).start()

@@ -19,7 +19,8 @@ from typing import Any, cast
 
 import pytest
 
-from exporter.cli import _signals, _StopRequest
+from exporter.cli import _signals
+from exporter.signals import StopRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +47,7 @@ def _until(condition: Callable[[], object], timeout: float = 5.0) -> bool:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_ends_the_wait(sig: int) -> None:
-    stop = _StopRequest()
+    stop = StopRequest()
     with _signals(cast(Any, _App()), stop):
         waiting = threading.Thread(target=stop.wait, daemon=True)
         waiting.start()
@@ -56,7 +57,7 @@ def test_a_stop_signal_ends_the_wait(sig: int) -> None:
 
 
 def test_sighup_reloads_in_a_thread_of_its_own() -> None:
-    app, stop = _App(), _StopRequest()
+    app, stop = _App(), StopRequest()
     with _signals(cast(Any, app), stop):
         os.kill(os.getpid(), signal.SIGHUP)
         assert _until(lambda: app.reloaded_on), "no reload after SIGHUP"
@@ -68,9 +69,9 @@ def test_sighup_reloads_in_a_thread_of_its_own() -> None:
 # handler runs right there, whatever the wait holds at that line; then says whether the wait ended.
 _AT_LINE = """
 import os, signal, sys
-from exporter.cli import _StopRequest
+from exporter.signals import StopRequest
 
-stop = _StopRequest()
+stop = StopRequest()
 signal.signal(signal.SIGTERM, stop.on_signal)
 target, seen = int(sys.argv[1]), 0
 

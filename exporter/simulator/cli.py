@@ -6,12 +6,11 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Final
 
+from exporter.signals import StopRequest
 from exporter.simulator.scenario import Scenario, ScenarioError, default_scenario, load_scenario
 from exporter.simulator.server import Simulator
 
@@ -87,13 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, ScenarioError) as exc:
         print(f"partnercenter-simulator: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        """Ask the main thread to stop."""
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stop = StopRequest()
+    previous = {sig: signal.signal(sig, stop.on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     simulator = Simulator(scenario, host=host, port=port)
     try:
         simulator.start()
@@ -101,9 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("cannot listen", extra={"listen": args.listen, "error": str(exc)})
         return 1
     try:
-        # A timed wait keeps the main thread responsive to signals on every platform.
-        while not stop.wait(0.5):
-            pass
+        stop.wait()
     finally:
         simulator.stop()
         for sig, old in previous.items():
