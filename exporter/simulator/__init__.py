@@ -1,6 +1,7 @@
 """A simulator of the Partner Center invoice API and the Entra ID token endpoint (demo, compose, tests).
 
-It is a separate room: nothing here imports from the rest of `exporter`.
+It is a separate room: nothing here imports from the rest of `exporter` but `exporter.signals` (the main
+thread's wait for SIGTERM and SIGINT, which uses nothing but the standard library).
 """
 
 from __future__ import annotations
