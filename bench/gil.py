@@ -14,6 +14,9 @@ arrives. Variants of the busy thread:
 
 With no busy thread at all, the waker's lateness is the machine's: the timer and the scheduler (and on a virtual
 machine, the hypervisor).
+
+Where the threads run matters as much (bench/RESULTS.md, ninth round): `taskset -c 0 python bench/gil.py` keeps
+both on one CPU, and --idle runs the busy thread under SCHED_IDLE, so that the waker's wake-up always preempts it.
 """
 
 from __future__ import annotations
@@ -38,16 +41,20 @@ def main() -> int:
     p.add_argument("--every", type=float, default=100.0, help="us between GIL releases, where a variant has them")
     p.add_argument("--switch", type=float, default=0.2, help="switch interval, ms (the exporter's is 0.2)")
     p.add_argument("--wakes", type=int, default=3000)
+    p.add_argument("--idle", action="store_true", help="run the busy thread under SCHED_IDLE (Linux)")
     args = p.parse_args()
     sys.setswitchinterval(args.switch / 1000)
     run, rest, every = args.run / 1000, args.rest / 1000, args.every / 1e6
     variants: dict[str, Callable[[threading.Event], None] | None] = {
         "no busy thread": None,
-        "busy, never releases": lambda stop: _busy(stop, run, rest, release_every=0.0, pause_every=0.0),
-        f"busy, releases every {args.every:g} us": lambda stop: _busy(stop, run, rest, every, pause_every=0.0),
-        "busy, releases, and pauses 50 us per ms": lambda stop: _busy(stop, run, rest, every, pause_every=0.001),
+        "busy, never releases": lambda stop: _busy(stop, run, rest, 0.0, 0.0, args.idle),
+        f"busy, releases every {args.every:g} us": lambda stop: _busy(stop, run, rest, every, 0.0, args.idle),
+        "busy, releases, and pauses 50 us per ms": lambda stop: _busy(stop, run, rest, every, 0.001, args.idle),
     }
+    cpus = ",".join(str(cpu) for cpu in sorted(os.sched_getaffinity(0)))
+    policy = "SCHED_IDLE" if args.idle else "SCHED_OTHER"
     print(f"busy runs of {args.run:g} ms, {args.rest:g} ms apart; switch interval {args.switch:g} ms")
+    print(f"CPUs {cpus}; the busy thread's policy {policy}")
     print("| busy thread | waker late p50 ms | p90 ms | p99 ms | max ms |")
     print("|---|---:|---:|---:|---:|")
     for name, busy in variants.items():
@@ -57,7 +64,9 @@ def main() -> int:
     return 0
 
 
-def _busy(stop: threading.Event, run: float, rest: float, release_every: float, pause_every: float) -> None:
+def _busy(stop: threading.Event, run: float, rest: float, release_every: float, pause_every: float, idle: bool) -> None:
+    if idle:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread
     while not stop.is_set():
         started = released = paused = time.perf_counter()
         x = 0
