@@ -7,6 +7,7 @@ thread holds at the time.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -173,6 +174,15 @@ def test_a_sigterm_at_any_line_after_start_up_stops_the_command(command: str, li
     # while the wait held the event's lock. Their waits begin at line 21 (the exporter's, after the demo's
     # banner) and line 2 (the simulator's).
     argv = [sys.executable, "-c", _IN_COMMAND, command, str(lines)]
-    done = subprocess.run(argv, check=False, cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout == "[]\n", f"{command}: (line, exit status) where a SIGTERM did not stop it: {done.stdout}"
+    # Its own session, so that no child it forked can outlive the test, hung or not, if the script itself dies.
+    script = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = script.communicate(timeout=60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(script.pid, signal.SIGKILL)
+        script.wait()
+    assert script.returncode == 0, stderr
+    assert stdout == "[]\n", f"{command}: (line, exit status) where a SIGTERM did not stop it: {stdout}"
