@@ -66,29 +66,43 @@ def test_sighup_reloads_in_a_thread_of_its_own() -> None:
     assert not stop.requested
 
 
-# Sends itself SIGTERM from a trace function at the N-th line the main thread runs inside stop.wait(), so that the
-# handler runs right there, whatever the wait holds at that line; then says whether the wait ended.
-_AT_LINE = """
-import os, signal, sys
+# Python that both scripts below start with: after sigterm_at_line(N), the N-th line the calling thread runs (in the
+# frames it calls next, and in `frame` if given) sends the process SIGTERM, so that the handler runs right there,
+# whatever the thread holds at that line.
+_SIGTERM_AT_LINE = """
+import os, signal, sys, time
+
+
+def sigterm_at_line(target, frame=None):
+    seen = 0
+
+    def local(frame, event, arg):
+        nonlocal seen
+        if event == "line":
+            seen += 1
+            if seen == target:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return local
+
+    sys.settrace(lambda frame, event, arg: local)
+    if frame is not None:
+        frame.f_trace = local
+"""
+
+# A SIGTERM at the N-th line the main thread runs inside stop.wait(); says whether the wait ended.
+_AT_LINE = (
+    _SIGTERM_AT_LINE
+    + """
 from exporter.signals import StopRequest
 
 stop = StopRequest()
 signal.signal(signal.SIGTERM, stop.on_signal)
-target, seen = int(sys.argv[1]), 0
-
-def local(frame, event, arg):
-    global seen
-    if event == "line":
-        seen += 1
-        if seen == target:
-            os.kill(os.getpid(), signal.SIGTERM)
-    return local
-
-sys.settrace(lambda frame, event, arg: local)
+sigterm_at_line(int(sys.argv[1]))
 stop.wait()
 sys.settrace(None)
 print("stopped")
 """
+)
 
 
 @pytest.mark.parametrize("line", range(1, 13))
@@ -108,9 +122,9 @@ def test_a_sigterm_at_any_line_of_the_wait_ends_it(line: int) -> None:
 # function at the N-th line its main thread runs once the command has started (App.start or Simulator.start
 # returned), wherever that line is: in main(), in its wait, in the handler. Prints the lines at which a child did
 # not exit 0 within 20 s of the first fork, as (line, exit status or "hung").
-_IN_COMMAND = """
-import os, signal, sys, time
-
+_IN_COMMAND = (
+    _SIGTERM_AT_LINE
+    + """
 command, last = sys.argv[1], int(sys.argv[2])
 if command == "exporter":
     from exporter.app import App as Started
@@ -122,23 +136,12 @@ else:
     argv = ["--listen=127.0.0.1:0", "--log.level=error"]
 
 
-def sigterm_at_line(target):
+def sigterm_at_line_after_start(target):
     start = Started.start
 
     def traced_start(self):
         start(self)
-        seen = 0
-
-        def local(frame, event, arg):
-            nonlocal seen
-            if event == "line":
-                seen += 1
-                if seen == target:
-                    os.kill(os.getpid(), signal.SIGTERM)
-            return local
-
-        sys.settrace(lambda frame, event, arg: local)
-        sys._getframe(1).f_trace = local  # the caller's frame: main() goes on from here
+        sigterm_at_line(target, sys._getframe(1))  # the caller's frame: main() goes on from there
 
     Started.start = traced_start
 
@@ -148,7 +151,7 @@ for line in range(1, last + 1):
     child = os.fork()
     if child == 0:
         sys.stderr = open(os.devnull, "w")
-        sigterm_at_line(line)
+        sigterm_at_line_after_start(line)
         os._exit(main(argv))
     children[child] = line
 failed, deadline = [], time.monotonic() + 20
@@ -166,6 +169,7 @@ for child, line in children.items():
     failed.append((line, "hung"))
 print(sorted(failed))
 """
+)
 
 
 @pytest.mark.parametrize(("command", "lines"), [("exporter", 32), ("simulator", 16)])
