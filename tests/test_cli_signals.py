@@ -121,7 +121,7 @@ def test_a_sigterm_at_any_line_of_the_wait_ends_it(line: int) -> None:
 # The same for a whole command: its main() runs in forked children, and child N sends itself SIGTERM from a trace
 # function at the N-th line its main thread runs once the command has started (App.start or Simulator.start
 # returned), wherever that line is: in main(), in its wait, in the handler. Prints the lines at which a child did
-# not exit 0 within 20 s of the first fork, as (line, exit status or "hung").
+# not exit 0 within 20 s of the first fork, as (line, exit status or "hung"); 70 if main() raised.
 _IN_COMMAND = (
     _SIGTERM_AT_LINE
     + """
@@ -150,9 +150,13 @@ children = {}
 for line in range(1, last + 1):
     child = os.fork()
     if child == 0:
-        sys.stderr = open(os.devnull, "w")
-        sigterm_at_line_after_start(line)
-        os._exit(main(argv))
+        code = 70  # main() raised; and the child must not go on to run this loop
+        try:
+            sys.stderr = open(os.devnull, "w")
+            sigterm_at_line_after_start(line)
+            code = main(argv)
+        finally:
+            os._exit(code)
     children[child] = line
 failed, deadline = [], time.monotonic() + 20
 while children and time.monotonic() < deadline:
