@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from types import FrameType
 
 
@@ -23,7 +22,7 @@ class StopRequest:
         """The SIGTERM and SIGINT handler."""
         self.requested = True
 
-    def wait(self, until: Callable[[], bool] = lambda: False) -> None:
-        """Until a stop is requested or `until()` is true."""
-        while not (self.requested or until()):
+    def wait(self) -> None:
+        """Until a stop is requested."""
+        while not self.requested:
             time.sleep(0.1)
