@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -51,10 +52,27 @@ class Process:
         return self.proc.returncode
 
 
-def _spawn(argv: Sequence[str], log_path: Path, url: str, ready_path: str) -> Process:
+# Every process started here, so that none outlives its test: tests/conftest.py kills what a test left running (a
+# fixture whose exporter failed to start has not reached the `finally` that would stop its simulator).
+_started: list[Process] = []
+
+
+def kill_leftovers() -> list[str]:
+    """SIGKILL every process started here that still runs; returns their command lines."""
+    left = [p for p in _started if p.proc.poll() is None]
+    for process in left:
+        process.stop(signal.SIGKILL)
+    _started.clear()
+    return [" ".join(map(str, process.proc.args)) for process in left]
+
+
+def _spawn(
+    argv: Sequence[str], log_path: Path, url: str, ready_path: str, env: dict[str, str] | None = None
+) -> Process:
     with log_path.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     process = Process(proc, url, log_path)
+    _started.append(process)
 
     def up() -> bool:
         if proc.poll() is not None:
@@ -82,20 +100,8 @@ def start_exporter(tmp_path: Path, config: Path, *extra: str, env: dict[str, str
     """Start the exporter on a free port with `config`; returns once /healthz answers."""
     port = free_port()
     argv = [*exporter_command(), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}", *extra]
-    if env is not None:
-        import os  # noqa: PLC0415
-
-        merged = {**os.environ, **env}
-        with (tmp_path / "exporter.log").open("wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=merged)
-        process = Process(proc, f"http://127.0.0.1:{port}", tmp_path / "exporter.log")
-        wait_until(
-            lambda: httpx.get(process.url + "/healthz", timeout=2).status_code == 200,
-            timeout=20,
-            what="exporter to listen",
-        )
-        return process
-    return _spawn(argv, tmp_path / "exporter.log", f"http://127.0.0.1:{port}", "/healthz")
+    merged = None if env is None else {**os.environ, **env}
+    return _spawn(argv, tmp_path / "exporter.log", f"http://127.0.0.1:{port}", "/healthz", merged)
 
 
 def scrape(url: str) -> dict[tuple[str, Labels], float]:

@@ -15,6 +15,7 @@ from tests.processes import (
     Process,
     eventually,
     exporter_command,
+    kill_leftovers,
     monotonic,
     sample,
     scrape,
@@ -125,6 +126,14 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     finally:
         exporter.stop(signal.SIGKILL)
         sim.stop()
+
+
+def test_a_process_its_test_left_running_is_killed(tmp_path: Path) -> None:
+    # As when a fixture's exporter fails to start: the simulator it started first is past any `finally`.
+    sim = start_simulator(tmp_path, SCENARIO)
+    assert kill_leftovers() == [" ".join(map(str, sim.proc.args))]
+    assert sim.proc.poll() is not None
+    assert kill_leftovers() == []
 
 
 def _ready(stack: Stack) -> None:
