@@ -1,7 +1,8 @@
 """Wires config, store, poller, exposition and HTTP server together; owns reload and shutdown.
 
 Threads: the poller runs on its own asyncio loop thread, the HTTP server in a threading server, the renderer in
-a third thread. They meet only at the SnapshotStore (immutable snapshots) and at `reload()`.
+a third thread. They meet only at the SnapshotStore (immutable snapshots), at `reload()`, and at the ScrapeGate,
+where the poller and the renderer step aside while a request is served.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from exporter import malloc
 from exporter.collector import PartnerCenterCollector
 from exporter.config import Config, ConfigError, load_config
 from exporter.exposition import Exposition, SnapshotRenderer
+from exporter.gate import ScrapeGate, ScrapesFirstLoop
 from exporter.poller import Poller, RetryPolicy, TransportFactory
 from exporter.process import ProcessCollector
 from exporter.server import ExporterServer, Routes, serve_in_thread
@@ -81,8 +83,13 @@ class App:
         live = CollectorRegistry(auto_describe=True)
         self._process_collector = ProcessCollector()
         live.register(self._process_collector)
+        # Polling and rendering step aside while a request is being answered (exporter/gate.py).
+        self.gate = ScrapeGate()
         self.exposition = Exposition(
-            SnapshotRenderer(lambda: self.store.current).parts, lambda: self.store.current.generation, live
+            SnapshotRenderer(lambda: self.store.current, pause=self.gate.step_aside).parts,
+            lambda: self.store.current.generation,
+            live,
+            pause=self.gate.step_aside,
         )
         self.store.on_change(self.exposition.notify)
         self._state_dirty = threading.Event()
@@ -90,7 +97,7 @@ class App:
             config, self.store, retry=retry, transport_factory=transport_factory, on_success=self._state_dirty.set
         )
         routes = Routes(self.exposition, lambda: self.store.current, self.reload, web_config)
-        self.server = ExporterServer(listen[0], listen[1], routes)
+        self.server = ExporterServer(listen[0], listen[1], routes, self.gate)
         self._reload_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_polling: asyncio.Event | None = None
@@ -146,9 +153,12 @@ class App:
         self._loop_thread.join(timeout=max(0.1, deadline - time.monotonic()))
         self.exposition.stop()
         self._process_collector.close()
+        if not self._loop_thread.is_alive():  # its loop asks the gate before every callback
+            self.gate.close()
 
     def _run_loop(self) -> None:
-        asyncio.run(self._main())
+        with asyncio.Runner(loop_factory=lambda: ScrapesFirstLoop(self.gate)) as runner:
+            runner.run(self._main())
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()

@@ -81,7 +81,7 @@ class Exposition:
 
     `render(openmetrics)` returns the exposition without the OpenMetrics `# EOF`, in consecutive parts; it is
     only ever called with the render lock held. A part that is the same object as in the last render is not
-    compressed again.
+    compressed again. `pause()` is called between parts (exporter/gate.py: it waits while requests are served).
     """
 
     def __init__(
@@ -90,8 +90,10 @@ class Exposition:
         generation: Callable[[], int],
         live: CollectorRegistry | None = None,
         min_interval: float = 1.0,
+        pause: Callable[[], None] = lambda: None,
     ) -> None:
         self._render_body = render
+        self._pause = pause
         self._generation = generation
         self._live = live
         self._min_interval = min_interval
@@ -157,6 +159,7 @@ class Exposition:
             crc = length = 0
             deflated = []
             for part in plain:
+                self._pause()
                 segment = known.get(id(part))
                 deflated.append(_deflate(part) if segment is None else segment)
                 crc = zlib.crc32(part, crc)
@@ -238,11 +241,12 @@ class SnapshotRenderer:
     The body is kept in parts, one per tenant family and one for the global families. A family whose text came
     out unchanged (balances rarely move; poll timestamps always do) stays the same object, which the exposition
     need not compress again, so a render makes new text only for the families that changed instead of a whole
-    new body next to the old.
+    new body next to the old. `pause()` is called before each tenant (exporter/gate.py).
     """
 
-    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot], pause: Callable[[], None] = lambda: None) -> None:
         self._snapshot = snapshot
+        self._pause = pause
         self._tenants: dict[bool, dict[str, _TenantLines]] = {False: {}, True: {}}
         self._parts: dict[bool, tuple[bytes, ...]] = {False: (), True: ()}
         self._headers = {
@@ -259,6 +263,7 @@ class SnapshotRenderer:
         cached = self._tenants[openmetrics]
         entries: list[tuple[str, _TenantLines]] = []
         for tenant, state in polled_tenants(snap):
+            self._pause()
             entry = cached.get(tenant.name)
             if entry is None or entry.state is not state or entry.tenant is not tenant:
                 entry = self._rerender(tenant, state, entry, openmetrics)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import html
+import io
 import logging
+import select
 import socket
 import ssl
 import threading
@@ -16,6 +18,7 @@ from typing import Any
 
 from exporter import __version__
 from exporter.exposition import Exposition
+from exporter.gate import ScrapeGate
 from exporter.snapshot import Snapshot, TenantState
 from exporter.webconfig import BasicAuthChecker, WebConfig, build_ssl_context
 
@@ -52,8 +55,9 @@ class ExporterServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, host: str, port: int, routes: Routes) -> None:
+    def __init__(self, host: str, port: int, routes: Routes, gate: ScrapeGate) -> None:
         self.routes = routes
+        self.gate = gate
         tls = routes.web_config.tls if routes.web_config else None
         self.ssl_context: ssl.SSLContext | None = build_ssl_context(tls) if tls else None
         self._dualstack = host in ("", "::") and socket.has_dualstack_ipv6()
@@ -102,6 +106,19 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = f"partnercenter-exporter/{__version__}"
     sys_version = ""
 
+    def setup(self) -> None:
+        """Read the connection through an `_ArrivalReader`, and show the gate when a request arrives on it."""
+        super().setup()
+        self.rfile.close()
+        self.rfile = io.BufferedReader(_ArrivalReader(self.connection, self.server.gate))
+        self.server.gate.watch(self.connection)
+
+    def finish(self) -> None:
+        """Forget the connection before it closes; this thread serves no more."""
+        self.server.gate.unwatch(self.connection)
+        self.server.gate.end()
+        super().finish()
+
     def do_GET(self) -> None:
         """Route a GET."""
         if not self._authorized():
@@ -137,6 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] != "/-/reload":
             self._send(HTTPStatus.NOT_FOUND, b"not found\n")
             return
+        self.server.gate.end()  # a reload waits for the poller's event loop, which must not wait for it
         ok, message = self.server.routes.reload()
         self._send(HTTPStatus.OK if ok else HTTPStatus.BAD_REQUEST, (message + "\n").encode())
 
@@ -187,6 +205,33 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Access log at debug level, through logging rather than stderr."""
         log.debug("http request", extra={"client": self.client_address[0], "request": format % args})
+
+
+class _ArrivalReader(socket.SocketIO):
+    """A connection's reads: wait for bytes to arrive without counting as serving, then count and read them.
+
+    While a request's bytes are still in the socket, the gate's epoll set shows them to the poller; once this
+    thread reads them, `begin()` does, until the thread comes back for more: for the next request once the answer
+    is written, or in the middle of a request that has not all arrived. Waiting on the network does not count.
+    """
+
+    def __init__(self, sock: socket.socket, gate: ScrapeGate) -> None:
+        super().__init__(sock, "rb")
+        self._connection = sock
+        self._gate = gate
+        self._poll = select.poll()
+        self._poll.register(sock, select.POLLIN)
+
+    def readinto(self, b: Any) -> int | None:
+        """Wait up to the socket's timeout for bytes (TLS: unless some are decrypted already), then read them."""
+        self._gate.end()
+        sock = self._connection
+        if not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            timeout = sock.gettimeout()
+            if not self._poll.poll(None if timeout is None else timeout * 1000):
+                raise TimeoutError("timed out")
+        self._gate.begin()
+        return super().readinto(b)
 
 
 def _send_all(sock: socket.socket, parts: tuple[bytes, ...]) -> None:

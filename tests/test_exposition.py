@@ -19,10 +19,11 @@ from exporter.app import business_registry
 from exporter.collector import Sample
 from exporter.config import TenantConfig
 from exporter.exposition import Exposition, SnapshotRenderer
+from exporter.gate import ScrapeGate
 from exporter.model import InvoiceSummary, InvoiceTypeSummary, parse_summaries
 from exporter.snapshot import SnapshotStore, TenantState
 from tests.fakes import make_config, tenant_yaml
-from tests.support import wait_until
+from tests.support import serving_thread, wait_until
 
 
 def _store(tmp_path: Path, tenants: int = 3) -> SnapshotStore:
@@ -320,3 +321,31 @@ def test_a_reload_that_only_removes_a_tenant_takes_its_lines_out_of_every_family
     body = renderer(openmetrics)
     assert b'tenant="t1"' not in body
     assert body == _reference(store, openmetrics)
+
+
+@pytest.mark.parametrize("where", ["before each tenant", "before each part it compresses"])
+def test_the_renderer_waits_while_a_request_is_served(tmp_path: Path, where: str) -> None:
+    store = _store(tmp_path)
+    gate = ScrapeGate(max_wait=30.0)
+    pause = gate.step_aside
+    renderer = SnapshotRenderer(lambda: store.current, pause=pause if where == "before each tenant" else lambda: None)
+    exposition = Exposition(
+        renderer.parts,
+        lambda: store.current.generation,
+        min_interval=0.01,
+        pause=pause if where == "before each part it compresses" else lambda: None,
+    )
+    exposition.body(openmetrics=False, gzip=True)  # the first render, as a scrape makes it: the renderer's own follow
+    store.on_change(exposition.notify)
+    exposition.start()
+    try:
+        release = serving_thread(gate)
+        _set_balance(store, "t1", 99.0)
+        rendered = lambda: b"99.0" in exposition.body(openmetrics=False, gzip=False)[0]  # noqa: E731
+        with pytest.raises(AssertionError, match="timed out"):
+            wait_until(rendered, timeout=0.3, what="a render while a request is served")
+        release.set()
+        wait_until(rendered, what="the render once the request was served")
+    finally:
+        exposition.stop()
+        gate.close()

@@ -8,21 +8,7 @@ import threading
 import time
 
 from exporter.gate import ScrapeGate, ScrapesFirstLoop
-
-
-def _serve_in_thread(gate: ScrapeGate) -> tuple[threading.Event, threading.Event]:
-    """A thread that begins serving at once and ends when the second event is set; returns (began, release)."""
-    began, release = threading.Event(), threading.Event()
-
-    def serve() -> None:
-        gate.begin()
-        began.set()
-        release.wait(30)
-        gate.end()
-
-    threading.Thread(target=serve, daemon=True).start()
-    assert began.wait(5)
-    return began, release
+from tests.support import serving_thread
 
 
 def _step_aside_in_thread(gate: ScrapeGate) -> threading.Event:
@@ -38,7 +24,7 @@ def _step_aside_in_thread(gate: ScrapeGate) -> threading.Event:
 
 def test_step_aside_waits_until_the_serving_thread_ends() -> None:
     gate = ScrapeGate(max_wait=30.0)
-    _, release = _serve_in_thread(gate)
+    release = serving_thread(gate)
     stepped = _step_aside_in_thread(gate)
     assert not stepped.wait(0.3), "step_aside returned while a request was being served"
     release.set()
@@ -66,7 +52,7 @@ def test_a_thread_counts_once_however_often_it_begins() -> None:
 
 def test_a_serving_thread_never_steps_aside() -> None:
     gate = ScrapeGate(max_wait=30.0)
-    _, release = _serve_in_thread(gate)
+    release = serving_thread(gate)
     gate.begin()  # this thread serves too: rendering on a scrape's own thread must not wait for other scrapes
     try:
         started = time.monotonic()
@@ -80,7 +66,7 @@ def test_a_serving_thread_never_steps_aside() -> None:
 
 def test_a_request_that_does_not_end_holds_polling_back_for_max_wait_then_rests() -> None:
     gate = ScrapeGate(max_wait=0.5, rest=100.0)  # after a wait of 0.5 s, none for 50 s
-    _, release = _serve_in_thread(gate)
+    release = serving_thread(gate)
     try:
         started = time.monotonic()
         gate.step_aside()

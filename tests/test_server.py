@@ -21,7 +21,7 @@ from exporter.poller import RetryPolicy
 from exporter.server import _send_all
 from exporter.webconfig import load_web_config
 from tests.fakes import FakeUpstream, respond, tenant_yaml
-from tests.support import wait_until
+from tests.support import serving_thread, wait_until
 
 FAST = RetryPolicy(attempts=1, base_delay=0.001, max_delay=0.001)
 
@@ -167,16 +167,19 @@ def _hash(password: str) -> str:
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=4)).decode()
 
 
-def test_basic_auth_and_tls(tmp_path: Path, upstream: FakeUpstream) -> None:
+def _tls_web_config(tmp_path: Path, extra: str = "") -> Path:
+    """A web config serving TLS with a certificate for 127.0.0.1, signed by tmp_path/ca.pem."""
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
     ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     web = tmp_path / "web.yml"
-    web.write_text(
-        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.pem\n"
-        f"basic_auth_users:\n  prometheus: '{_hash('s3cr3t-pass')}'\n"
-    )
+    web.write_text("tls_server_config:\n  cert_file: server.pem\n  key_file: server.pem\n" + extra)
+    return web
+
+
+def test_basic_auth_and_tls(tmp_path: Path, upstream: FakeUpstream) -> None:
+    web = _tls_web_config(tmp_path, f"basic_auth_users:\n  prometheus: '{_hash('s3cr3t-pass')}'\n")
     config_file = tmp_path / "config.yml"
     _write_config(config_file, tenant_yaml("contoso"))
     app = _start(config_file, upstream, web)
@@ -213,6 +216,80 @@ def test_auth_excluded_paths_are_served_without_credentials(tmp_path: Path, upst
         assert httpx.get(app.url + "/metrics", auth=("prometheus", "pw")).status_code == 200
     finally:
         app.stop()
+
+
+def _read_answers(sock: socket.socket, count: int) -> bytes:
+    received = b""
+    while received.count(b"HTTP/1.1 200 OK") < count or not received.endswith(b"OK\n"):
+        chunk = sock.recv(65536)  # the socket's timeout fails the test if an answer never comes
+        assert chunk, f"connection closed after {received!r}"
+        received += chunk
+    return received
+
+
+_HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+def test_pipelined_requests_are_all_answered(running: tuple[App, Path]) -> None:
+    # The second request is read with the first, so it waits in the server's buffer, not in the socket.
+    app, _ = running
+    with socket.create_connection(("127.0.0.1", app.server.server_address[1]), timeout=10) as sock:
+        sock.sendall(_HEALTHZ + _HEALTHZ)
+        assert _read_answers(sock, 2).count(b"HTTP/1.1 200 OK") == 2
+
+
+def test_pipelined_requests_are_all_answered_over_tls(tmp_path: Path, upstream: FakeUpstream) -> None:
+    # One TLS record longer than the server's read buffer: once the server has read part of it, the rest (and the
+    # second request) is decrypted and waiting in TLS while the socket is empty.
+    config_file = tmp_path / "config.yml"
+    _write_config(config_file, tenant_yaml("contoso"))
+    app = _start(config_file, upstream, _tls_web_config(tmp_path))
+    try:
+        first = _HEALTHZ.replace(b"\r\n\r\n", b"\r\nX-Padding: " + b"p" * 9000 + b"\r\n\r\n")
+        context = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+        with (
+            socket.create_connection(("127.0.0.1", app.server.server_address[1]), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as sock,
+        ):
+            sock.sendall(first + _HEALTHZ)
+            assert _read_answers(sock, 2).count(b"HTTP/1.1 200 OK") == 2
+    finally:
+        app.stop()
+
+
+def test_a_connection_between_requests_does_not_count_as_serving(running: tuple[App, Path]) -> None:
+    # Polling steps aside while a request is served (exporter/gate.py): not while a kept-alive connection idles.
+    app, _ = running
+    with httpx.Client() as client:
+        assert client.get(app.url + "/healthz").status_code == 200
+        wait_until(lambda: not app.gate.serving(), what="the request to end while its connection stays open")
+        assert client.get(app.url + "/healthz").status_code == 200
+
+
+def test_a_reload_does_not_count_as_serving(running: tuple[App, Path]) -> None:
+    # A reload waits for the poller's event loop: it must not also hold that loop back.
+    app, _ = running
+    seen: list[bool] = []
+    reload = app.server.routes.reload
+
+    def probe() -> tuple[bool, str]:
+        seen.append(app.gate.serving())
+        return reload()
+
+    app.server.routes.reload = probe
+    assert httpx.post(app.url + "/-/reload").status_code == 200
+    assert seen == [False]
+
+
+def test_the_poller_waits_while_a_request_is_served(running: tuple[App, Path]) -> None:
+    app, _ = running
+    app.gate.max_wait = 30.0  # so that the wait shows (10 ms by default)
+    release = serving_thread(app.gate)
+    reloaded = threading.Event()
+    threading.Thread(target=lambda: (app.reload(), reloaded.set()), daemon=True).start()
+    assert not reloaded.wait(0.3), "the poller's loop applied a reload while a request was being served"
+    release.set()
+    assert reloaded.wait(10)
 
 
 def test_send_all_delivers_every_part_across_partial_sends() -> None:
