@@ -7,6 +7,8 @@ import socket
 import threading
 import time
 
+import pytest
+
 from exporter.gate import ScrapeGate, ScrapesFirstLoop
 from tests.support import serving_thread
 
@@ -81,7 +83,8 @@ def test_a_request_that_does_not_end_holds_polling_back_for_max_wait_then_rests(
     assert second < 0.5  # resting: returned at once
 
 
-def test_the_event_loop_runs_no_callback_while_a_request_is_served() -> None:
+@pytest.mark.parametrize("schedule", ["call_soon", "call_later"])
+def test_the_event_loop_runs_no_callback_while_a_request_is_served(schedule: str) -> None:
     """A request arrives while the loop is busy; from the moment its thread has it until it ends, no callback runs."""
     gate = ScrapeGate(max_wait=30.0)
     connection, client = socket.socketpair()
@@ -95,8 +98,10 @@ def test_the_event_loop_runs_no_callback_while_a_request_is_served() -> None:
         callbacks.append(time.monotonic())
         if done.is_set():
             loop.stop()
-        else:
+        elif schedule == "call_soon":
             loop.call_soon(busy)
+        else:
+            loop.call_later(0, busy)
 
     def handler() -> None:
         # As the server's handler does: wait for the request, then hold it (begin) before reading it.
@@ -130,3 +135,21 @@ def test_the_event_loop_runs_no_callback_while_a_request_is_served() -> None:
     assert any(t > ended for t in callbacks), "the loop did not go on after the request"
     during = [t for t in callbacks if began < t < ended]
     assert not during, f"{len(during)} callbacks ran while the request was served"
+
+
+def test_after_a_wait_of_t_none_is_taken_for_rest_times_t() -> None:
+    # However often requests come (a tight loop of scrapes), they hold polling back by 1 / (1 + rest) at most.
+    gate = ScrapeGate(max_wait=30.0, rest=100.0)
+    release = serving_thread(gate)
+    stepped = _step_aside_in_thread(gate)
+    assert not stepped.wait(0.2), "step_aside returned while a request was being served"
+    release.set()
+    assert stepped.wait(5)  # it waited 0.2 s at least: no wait for the next 20 s
+    release = serving_thread(gate)
+    try:
+        started = time.monotonic()
+        gate.step_aside()
+        assert time.monotonic() - started < 5
+    finally:
+        release.set()
+        gate.close()
