@@ -24,6 +24,12 @@ def _step_aside_in_thread(gate: ScrapeGate) -> threading.Event:
     return stepped
 
 
+def _seconds_stepping_aside(gate: ScrapeGate) -> float:
+    started = time.monotonic()
+    gate.step_aside()
+    return time.monotonic() - started
+
+
 def test_step_aside_waits_until_the_serving_thread_ends() -> None:
     gate = ScrapeGate(max_wait=30.0)
     release = serving_thread(gate)
@@ -57,9 +63,7 @@ def test_a_serving_thread_never_steps_aside() -> None:
     release = serving_thread(gate)
     gate.begin()  # this thread serves too: rendering on a scrape's own thread must not wait for other scrapes
     try:
-        started = time.monotonic()
-        gate.step_aside()
-        assert time.monotonic() - started < 5
+        assert _seconds_stepping_aside(gate) < 5
     finally:
         gate.end()
         release.set()
@@ -70,12 +74,8 @@ def test_a_request_that_does_not_end_holds_polling_back_for_max_wait_then_rests(
     gate = ScrapeGate(max_wait=0.5, rest=100.0)  # after a wait of 0.5 s, none for 50 s
     release = serving_thread(gate)
     try:
-        started = time.monotonic()
-        gate.step_aside()
-        first = time.monotonic() - started
-        started = time.monotonic()
-        gate.step_aside()
-        second = time.monotonic() - started
+        first = _seconds_stepping_aside(gate)
+        second = _seconds_stepping_aside(gate)
     finally:
         release.set()
         gate.close()
@@ -147,9 +147,7 @@ def test_after_a_wait_of_t_none_is_taken_for_rest_times_t() -> None:
     assert stepped.wait(5)  # it waited 0.2 s at least: no wait for the next 20 s
     release = serving_thread(gate)
     try:
-        started = time.monotonic()
-        gate.step_aside()
-        assert time.monotonic() - started < 5
+        assert _seconds_stepping_aside(gate) < 5
     finally:
         release.set()
         gate.close()
