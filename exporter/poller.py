@@ -280,7 +280,8 @@ class Poller:
                 failure = None
                 break
             except UpstreamError as exc:
-                failure = exc
+                # Its traceback holds this frame, which would hold it: cyclic garbage at every failure otherwise.
+                failure = exc.with_traceback(None)
                 self._log_failure(t, exc, attempt)
                 if exc.status == "401" and exc.endpoint != "token" and not reauthenticated:
                     # The token was revoked or expired early: one more try with a fresh one.

@@ -16,7 +16,7 @@ import pytest
 from exporter.config import Config
 from exporter.poller import Poller, RetryPolicy
 from exporter.snapshot import SnapshotStore, TenantState
-from tests.fakes import FakeUpstream, make_config, ok_summary, respond, tenant_yaml, token_response
+from tests.fakes import FakeUpstream, Responder, make_config, ok_summary, respond, tenant_yaml, token_response
 
 FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002, default_retry_after=60)
 
@@ -406,4 +406,36 @@ def test_a_successful_poll_leaves_no_cyclic_garbage(tmp_path: Path) -> None:
         gc.enable()
     assert upstream.count("a.onmicrosoft.com", "summary") == 6
     assert _state(store, "b").up is True
+    assert unreachable == 0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [respond(503, '{"code":"x","description":"busy"}'), respond(200, "not json"), respond(400, "{}")],
+    ids=["status", "unparseable", "client-error"],
+)
+def test_a_failed_poll_leaves_no_cyclic_garbage(tmp_path: Path, answer: Responder) -> None:
+    # A failed poll's exception held the frame that caught it (and that frame the exception): cyclic garbage,
+    # freed only by a collector pass, which the exporter runs rarely (a young-generation threshold of 100,000).
+    upstream = FakeUpstream()
+    upstream.tenants["b.onmicrosoft.com"] = [answer] * 100
+    config = make_config(tmp_path, tenant_yaml("a") + tenant_yaml("b"))
+    poller, store = _poller(config, upstream)
+
+    async def go() -> int:
+        try:
+            await poller.poll_all()
+            gc.collect()
+            for _ in range(5):
+                await poller.poll_all()
+            return gc.collect()
+        finally:
+            await poller.aclose()
+
+    gc.disable()
+    try:
+        unreachable = asyncio.run(go())
+    finally:
+        gc.enable()
+    assert _state(store, "b").up is False
     assert unreachable == 0
