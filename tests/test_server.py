@@ -281,6 +281,31 @@ def test_a_reload_does_not_count_as_serving(running: tuple[App, Path]) -> None:
     assert seen == [False]
 
 
+def test_a_request_not_yet_read_holds_the_poller_back(running: tuple[App, Path]) -> None:
+    # The server watches every connection between requests: a request still in its socket shows before any thread
+    # has read it. Here its thread is busy with a reload (which does not count as serving) when it arrives.
+    app, _ = running
+    app.gate.max_wait = 30.0
+    reloading, finish_reload = threading.Event(), threading.Event()
+
+    def slow_reload() -> tuple[bool, str]:
+        reloading.set()
+        finish_reload.wait(30)
+        return True, "reloaded"
+
+    app.server.routes.reload = slow_reload
+    with socket.create_connection(("127.0.0.1", app.server.server_address[1]), timeout=10) as sock:
+        sock.sendall(b"POST /-/reload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n")
+        assert reloading.wait(10)
+        sock.sendall(_HEALTHZ)  # waits in the socket: its thread is still in the reload
+        stepped = threading.Event()
+        threading.Thread(target=lambda: (app.gate.step_aside(watch_arrivals=True), stepped.set()), daemon=True).start()
+        assert not stepped.wait(0.3), "the poller went on while a request waited in its socket"
+        finish_reload.set()
+        assert stepped.wait(10)
+        assert b"OK\n" in _read_answers(sock, 2)
+
+
 def test_the_poller_waits_while_a_request_is_served(running: tuple[App, Path]) -> None:
     app, _ = running
     app.gate.max_wait = 30.0  # so that the wait shows (10 ms by default)
