@@ -12,16 +12,14 @@ import math
 import os
 import re
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Final, Literal, cast
+from typing import Final, Literal
 from urllib.parse import urlsplit
 
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-
+from exporter.config.yamlfile import ConfigError, load_yaml
 from exporter.secret import Secret
 
 logger = logging.getLogger(__name__)
@@ -87,21 +85,6 @@ _DURATION_UNITS: Final[Mapping[str, float]] = MappingProxyType(
 _MAX_DURATION: Final = 365 * 86400.0
 # Secret and token files are small; the cap keeps a mistaken path (a log, a disk image) from being slurped.
 _MAX_SECRET_FILE_BYTES: Final = 64 * 1024
-_MERGE_TAG: Final = "tag:yaml.org,2002:merge"
-
-
-class ConfigError(Exception):
-    """An invalid configuration; `path` names the offending key, `message` never holds a secret."""
-
-    def __init__(self, path: str, message: str) -> None:
-        """Record where (`path`, "" for the whole file) and what went wrong."""
-        super().__init__(path, message)
-        self.path = path
-        self.message = message
-
-    def __str__(self) -> str:
-        """Return `path: message`, or just the message for whole-file problems."""
-        return f"{self.path}: {self.message}" if self.path else self.message
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +159,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
 
 def parse_config(text: str, *, base_dir: Path, environ: Mapping[str, str]) -> Config:
     """Parse config text; relative file paths resolve against `base_dir`."""
-    document = _load_yaml(text)
+    document = load_yaml(text)
     if document is None:
         raise ConfigError("", "the config is empty: it needs at least `tenants`")
     if not isinstance(document, dict):
@@ -655,242 +638,3 @@ def _logfmt_value(value: str) -> str:
     if value and not any(c.isspace() or c in '"=' for c in value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-class _Strict:
-    """Mixin for SafeLoaders: keeps dates as strings, reports values that do not fit their tag by position."""
-
-    def construct_object(self, node: Node, deep: bool = False) -> object:
-        """Construct one node; `!!int ten` becomes a positioned YAML error rather than a bare ValueError."""
-        try:
-            return super().construct_object(node, deep=deep)  # type: ignore[misc]
-        except (ValueError, OverflowError):
-            # The exception text would echo the value, which may be a secret, so only the tag is named.
-            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
-            raise yaml.constructor.ConstructorError(
-                None, None, f"value does not match its tag {tag}", node.start_mark
-            ) from None
-
-
-class _StrictLoader(_Strict, yaml.SafeLoader):
-    """The pure-Python loader: slower, and the one whose error messages we report."""
-
-
-# libyaml's parser builds a 1000-tenant config in a third of the time; only its error texts differ, so a document
-# it rejects is parsed again by _StrictLoader for the message (and in case the two disagree).
-_LoaderClass = type[yaml.SafeLoader] | type[yaml.CSafeLoader]
-_FastStrictLoader: _LoaderClass | None = None
-if getattr(yaml, "__with_libyaml__", False):
-
-    class _CStrictLoader(_Strict, yaml.CSafeLoader):
-        """The libyaml-backed loader, used first."""
-
-    _FastStrictLoader = _CStrictLoader
-
-
-def _timestamp_as_str(loader: _StrictLoader, node: Node) -> str:
-    """Construct a date-looking scalar as the plain string it was written as."""
-    assert isinstance(node, ScalarNode)  # the timestamp resolver only ever matches scalars
-    return str(loader.construct_scalar(node))
-
-
-# Registered once at import: the subclasses get their own constructor tables, SafeLoader's stays untouched.
-_StrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_str)
-if _FastStrictLoader is not None:
-    _FastStrictLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_str)
-
-
-def _load_yaml(text: str) -> object:
-    """Parse one YAML document strictly: duplicate keys and syntax errors become ConfigErrors."""
-    if _FastStrictLoader is not None:
-        try:
-            return _construct_from_events(text, _FastStrictLoader)
-        except (_NotPlainError, yaml.YAMLError, ValueError, OverflowError):
-            pass  # composed below, which handles (or reports) everything
-        try:
-            return _construct(text, _FastStrictLoader)
-        except (yaml.YAMLError, ValueError, OverflowError, RecursionError):
-            pass  # parsed again below, for the exact message
-    try:
-        return _construct(text, _StrictLoader)
-    except yaml.MarkedYAMLError as exc:
-        raise ConfigError("", _yaml_message(exc)) from None
-    except yaml.reader.ReaderError as exc:
-        line, column = _line_column(text, exc.position)
-        raise ConfigError(
-            "",
-            f"invalid YAML at line {line}, column {column}: character #x{exc.character:04x} is not allowed",
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError("", f"invalid YAML: {type(exc).__name__}") from None
-    except RecursionError:
-        raise ConfigError("", "invalid YAML: nested too deeply") from None
-    except (ValueError, OverflowError):
-        # A constructor failing outside construct_object; its text could echo a value, so it is dropped.
-        raise ConfigError("", "invalid YAML: a value does not match its tag") from None
-
-
-def _construct(text: str, loader_class: _LoaderClass) -> object:
-    """Compose the single document, check it for duplicate keys, then build Python values."""
-    loader = loader_class(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_duplicate_keys(node)
-        return loader.construct_document(node)
-    finally:
-        loader.dispose()
-
-
-class _NotPlainError(Exception):
-    """The document uses something _construct_from_events leaves to the composing loader."""
-
-
-def _construct_from_events(text: str, loader_class: _LoaderClass) -> object:
-    """Build the values of a plain document straight from the parser's events, without a node tree.
-
-    Composing first builds a node with two position marks for every scalar: ~5 MiB for a 1000-tenant config,
-    held while the values are built, at every reload. Plain documents (mappings, sequences and untagged scalars,
-    the shape of every config) need none of it. Anything else (anchors, aliases, tags, merge keys, complex or
-    duplicate keys, several documents) raises _NotPlainError and the document is composed as before. Scalars
-    are resolved and constructed by the loader itself, so the values are the same either way (a test holds it).
-    """
-    loader = loader_class(text)
-    try:
-        loader.get_event()  # stream start
-        if loader.check_event(yaml.StreamEndEvent):
-            return None
-        loader.get_event()  # document start
-        stack: list[_Open] = []  # the collections being built, innermost last
-        while True:
-            event = loader.get_event()
-            value: object
-            if isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
-                value = stack.pop().value
-            elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
-                _check_plain(event)
-                stack.append(_Open({} if isinstance(event, yaml.MappingStartEvent) else []))
-                continue
-            elif isinstance(event, yaml.ScalarEvent):
-                value = _scalar(loader, event, stack[-1] if stack else None)
-            else:
-                raise _NotPlainError  # an alias
-            if stack:
-                stack[-1].add(value)
-                continue
-            loader.get_event()  # document end: the root is complete
-            if not loader.check_event(yaml.StreamEndEvent):
-                raise _NotPlainError  # a second document: composing reports it
-            return value
-    finally:
-        loader.dispose()
-
-
-_NO_KEY: Final = object()
-
-
-class _Open:
-    """A mapping or sequence being built from events."""
-
-    __slots__ = ("key", "seen", "value")
-
-    def __init__(self, value: dict[object, object] | list[object]) -> None:
-        self.value = value
-        self.key: object = _NO_KEY  # a mapping's key waiting for its value
-        self.seen: set[tuple[str, str]] = set()  # a mapping's keys so far, as (tag, text)
-
-    def wants_key(self) -> bool:
-        return isinstance(self.value, dict) and self.key is _NO_KEY
-
-    def add(self, item: object) -> None:
-        if isinstance(self.value, list):
-            self.value.append(item)
-        elif self.key is _NO_KEY:
-            if isinstance(item, dict | list):
-                raise _NotPlainError  # a complex key
-            self.key = item
-        else:
-            self.value[self.key] = item
-            self.key = _NO_KEY
-
-
-def _check_plain(event: yaml.NodeEvent) -> None:
-    if event.anchor is not None or getattr(event, "tag", None) not in (None, "!"):
-        raise _NotPlainError
-
-
-def _scalar(loader: yaml.SafeLoader | yaml.CSafeLoader, event: yaml.ScalarEvent, parent: _Open | None) -> object:
-    """Resolve and construct one scalar as the composing loader would."""
-    _check_plain(event)
-    tag = cast(str, loader.resolve(ScalarNode, event.value, event.implicit))  # type: ignore[no-untyped-call]
-    constructor = loader.yaml_constructors.get(tag)
-    if constructor is None or tag == _MERGE_TAG:
-        raise _NotPlainError
-    if parent is not None and parent.wants_key():
-        if (tag, event.value) in parent.seen:
-            raise _NotPlainError  # a duplicate key: composing names it
-        parent.seen.add((tag, event.value))
-    return constructor(loader, ScalarNode(tag, event.value, style=event.style))
-
-
-def _yaml_message(exc: yaml.MarkedYAMLError) -> str:
-    """Describe a YAML error by position; PyYAML's own text quotes the line, which may hold a secret."""
-    mark = exc.problem_mark or exc.context_mark
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-    # PyYAML phrases some problems as a continuation of the context ("but found another document").
-    problem = (exc.problem or exc.context or "syntax error").removeprefix("but ")
-    message = f"invalid YAML{where}: {problem}"
-    if exc.problem and exc.context:
-        context = exc.context
-        if exc.context_mark is not None and exc.context_mark is not mark:
-            context += f" at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}"
-        message += f" ({context})"
-    return message
-
-
-def _line_column(text: str, position: int) -> tuple[int, int]:
-    """Turn a character offset into 1-based line and column."""
-    line_start = text.rfind("\n", 0, position) + 1
-    return text.count("\n", 0, position) + 1, position - line_start + 1
-
-
-def _check_duplicate_keys(root: Node) -> None:
-    """Reject a key repeated in one mapping, naming its key path; PyYAML would keep the last silently."""
-    seen: set[int] = set()
-    for node, path in _walk(root, "", seen):
-        if not isinstance(node, MappingNode):
-            continue
-        first: dict[tuple[str, str], int] = {}
-        for key_node, _ in node.value:
-            if not isinstance(key_node, ScalarNode) or key_node.tag == _MERGE_TAG:
-                continue
-            ident = (key_node.tag, key_node.value)
-            line = key_node.start_mark.line + 1
-            if ident in first:
-                key_path = f"{path}.{key_node.value}" if path else str(key_node.value)
-                raise ConfigError(
-                    key_path,
-                    f"duplicate key at line {line}, column {key_node.start_mark.column + 1} "
-                    f"(first at line {first[ident]})",
-                )
-            first[ident] = line
-
-
-def _walk(root: Node, root_path: str, seen: set[int]) -> Iterator[tuple[Node, str]]:
-    """Yield every collection node once with its key path; iterative, and aliases are visited once."""
-    stack: list[tuple[Node, str]] = [(root, root_path)]
-    while stack:
-        node, path = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if isinstance(node, MappingNode):
-            yield node, path
-            for key_node, value_node in reversed(node.value):
-                key = key_node.value if isinstance(key_node, ScalarNode) else "?"
-                stack.append((value_node, f"{path}.{key}" if path else str(key)))
-        elif isinstance(node, SequenceNode):
-            yield node, path
-            for index, item in reversed(list(enumerate(node.value))):
-                stack.append((item, f"{path}[{index}]"))

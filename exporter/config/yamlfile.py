@@ -1,0 +1,162 @@
+"""Strict YAML for every file the project reads (config, web config, simulator scenarios), and `ConfigError`.
+
+One loader (libyaml's CSafeLoader when PyYAML has it, else SafeLoader) and one set of rules: a document holds
+plain mappings, lists and scalars. Duplicate keys, anchors and aliases (so merge keys and "billion laughs"
+bombs), and tags beyond the core schema are refused, each with its position or key path. Date-like scalars stay
+the strings they were written as. No error text quotes the document, which may hold a secret.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+_CORE: Final = "tag:yaml.org,2002:"
+# The tags an untagged scalar, list or mapping resolves to; any other tag was written in the document.
+_PLAIN_TAGS: Final = frozenset(_CORE + name for name in ("str", "int", "float", "bool", "null", "seq", "map"))
+_TIMESTAMP: Final = _CORE + "timestamp"
+_MERGE: Final = _CORE + "merge"
+# Config files are small; the cap keeps a mistaken path (a log, a disk image) from being read whole.
+MAX_FILE_BYTES: Final = 4 * 1024 * 1024
+
+
+class ConfigError(Exception):
+    """An invalid input file; `path` names the offending key ("" for the whole file), `message` holds no secret."""
+
+    def __init__(self, path: str, message: str) -> None:
+        """Record where and what went wrong."""
+        super().__init__(path, message)
+        self.path = path
+        self.message = message
+
+    def __str__(self) -> str:
+        """`path: message`, or the message alone for whole-file problems."""
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+def read_text(path: Path) -> str:
+    """A UTF-8 text file's content; every failure is a ConfigError naming the file."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError("", f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ConfigError("", f"cannot read {path}: larger than {MAX_FILE_BYTES // (1024 * 1024)} MiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"cannot read {path}: not valid UTF-8 (byte {exc.start})") from None
+
+
+def load_yaml(text: str) -> object:
+    """Parse one YAML document strictly; every problem is a ConfigError."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check(node)
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError("", _describe(exc)) from None
+    except yaml.reader.ReaderError as exc:
+        line, column = text.count("\n", 0, exc.position) + 1, exc.position - text.rfind("\n", 0, exc.position)
+        raise ConfigError(
+            "", f"invalid YAML at line {line}, column {column}: character #x{exc.character:04x} is not allowed"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("", f"invalid YAML: {type(exc).__name__}") from None
+    except RecursionError:
+        raise ConfigError("", "invalid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
+
+
+_Base: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_Base):  # type: ignore[valid-type,misc]
+    """The safe loader, keeping dates as text and reporting a value that does not fit its tag by position."""
+
+    def construct_object(self, node: Node, deep: bool = False) -> object:
+        """Construct one node; `!!int ten` is a positioned error, not a ValueError quoting the value."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, OverflowError):
+            tag = node.tag.replace(_CORE, "!!")
+            raise yaml.constructor.ConstructorError(
+                None, None, f"value does not match its tag {tag}", node.start_mark
+            ) from None
+
+
+def _timestamp_as_text(loader: _Loader, node: Node) -> str:
+    """A date-looking scalar, as the string it was written as."""
+    return str(loader.construct_scalar(node))
+
+
+_Loader.add_constructor(_TIMESTAMP, _timestamp_as_text)
+
+
+def _check(root: Node) -> None:
+    """Refuse aliases, merge keys, foreign tags and duplicate keys, naming the key path."""
+    seen: set[int] = set()
+    for node, path in _walk(root):
+        if id(node) in seen:
+            raise ConfigError(path, f"{_at(node)}: anchors and aliases are not supported; write the value out")
+        seen.add(id(node))
+        if node.tag not in _PLAIN_TAGS and node.tag != _TIMESTAMP:
+            raise ConfigError(path, f"{_at(node)}: tag {node.tag.replace(_CORE, '!!')} is not supported")
+        if not isinstance(node, MappingNode):
+            continue
+        first: dict[tuple[str, str], int] = {}
+        for key, _ in node.value:
+            if key.tag == _MERGE:
+                raise ConfigError(path, f"{_at(key)}: merge keys (<<) are not supported; write the keys out")
+            if not isinstance(key, ScalarNode):
+                continue  # a complex key: the reader of the document reports it as a key that is not a string
+            ident = (key.tag, key.value)
+            if ident in first:
+                raise ConfigError(_join(path, key.value), f"duplicate key {_at(key)} (first at line {first[ident]})")
+            first[ident] = key.start_mark.line + 1
+
+
+def _walk(root: Node) -> Iterator[tuple[Node, str]]:
+    """Every node with its key path, depth first; an alias shows up as a node met twice."""
+    stack: list[tuple[Node, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        yield node, path
+        if isinstance(node, MappingNode):
+            for key, value in reversed(node.value):
+                stack.append((value, _join(path, key.value if isinstance(key, ScalarNode) else "?")))
+                stack.append((key, path))
+        elif isinstance(node, SequenceNode):
+            stack.extend((item, f"{path}[{index}]") for index, item in reversed(list(enumerate(node.value))))
+
+
+def _join(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _at(node: Node) -> str:
+    return f"at line {node.start_mark.line + 1}, column {node.start_mark.column + 1}"
+
+
+def _describe(exc: yaml.MarkedYAMLError) -> str:
+    """Describe a YAML error by position; PyYAML's own text quotes the line, which may hold a secret."""
+    mark = exc.problem_mark or exc.context_mark
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    # PyYAML phrases some problems as a continuation of the context ("but found another document").
+    problem = (exc.problem or exc.context or "syntax error").removeprefix("but ")
+    message = f"invalid YAML{where}: {problem}"
+    if exc.problem and exc.context:
+        context = exc.context
+        if exc.context_mark is not None and exc.context_mark is not mark:
+            context += f" at line {exc.context_mark.line + 1}, column {exc.context_mark.column + 1}"
+        message += f" ({context})"
+    return message
