@@ -1,8 +1,7 @@
 """Wires config, store, poller, exposition and HTTP server together; owns reload and shutdown.
 
 Threads: the poller runs on its own asyncio loop thread, the HTTP server in a threading server, the renderer in
-a third thread. They meet only at the SnapshotStore (immutable snapshots), at `reload()`, and at the ScrapeGate,
-where the poller and the renderer step aside while a request is served.
+a third thread. They meet only at the SnapshotStore (immutable snapshots) and at `reload()`.
 """
 
 from __future__ import annotations
@@ -15,19 +14,17 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
-from exporter import malloc
-from exporter.collector import PartnerCenterCollector
+from exporter.collector import ExporterCollector, TenantCollector
 from exporter.config import Config, ConfigError, load_config
-from exporter.exposition import Exposition, SnapshotRenderer
-from exporter.gate import ScrapeGate, ScrapesFirstLoop
-from exporter.poller import Poller, RetryPolicy, TransportFactory
-from exporter.process import ProcessCollector
-from exporter.server import ExporterServer, Routes, serve_in_thread
+from exporter.config.web import WebConfig
+from exporter.exposition import Exposition
+from exporter.poller import Poller, RetryPolicy
+from exporter.server.http import ExporterServer, Routes, serve_in_thread
 from exporter.snapshot import SnapshotStore, TenantState
-from exporter.state import RestoredTenant, load_state, save_state
-from exporter.webconfig import WebConfig
+from exporter.statefile import RestoredTenant, load_state, save_state
+from exporter.upstream.client import TransportFactory
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +32,10 @@ STATE_SAVE_INTERVAL = 1.0  # seconds between state file writes while polls keep 
 
 
 def business_registry(store: SnapshotStore) -> CollectorRegistry:
-    """A registry holding only the partnercenter_* collector (no process metrics)."""
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(PartnerCenterCollector(lambda: store.current))
+    """A registry of every partnercenter_* family (no process metrics), for --once."""
+    registry = CollectorRegistry()
+    registry.register(TenantCollector(lambda: store.current))
+    registry.register(ExporterCollector(lambda: store.current))
     return registry
 
 
@@ -75,29 +73,25 @@ class App:
         retry: RetryPolicy | None = None,
         transport_factory: TransportFactory | None = None,
         config_loader: Callable[[Path], Config] = load_config,
+        render_settle: float = 0.5,
     ) -> None:
         self._config_path = config_path
         self._config_loader = config_loader
         self.store = SnapshotStore(config, time.time())
         restore_state(self.store, config)
-        live = CollectorRegistry(auto_describe=True)
-        self._process_collector = ProcessCollector()
-        live.register(self._process_collector)
-        # Polling and rendering step aside while a request is being answered (exporter/gate.py).
-        self.gate = ScrapeGate()
-        self.exposition = Exposition(
-            SnapshotRenderer(lambda: self.store.current, pause=self.gate.step_aside).parts,
-            lambda: self.store.current.generation,
-            live,
-            pause=self.gate.step_aside,
-        )
+        tenants = CollectorRegistry()
+        tenants.register(TenantCollector(lambda: self.store.current))
+        live = CollectorRegistry()
+        live.register(ProcessCollector(registry=None))
+        live.register(ExporterCollector(lambda: self.store.current))
+        self.exposition = Exposition(tenants, live, lambda: self.store.current.generation, settle=render_settle)
         self.store.on_change(self.exposition.notify)
         self._state_dirty = threading.Event()
         self.poller = Poller(
             config, self.store, retry=retry, transport_factory=transport_factory, on_success=self._state_dirty.set
         )
         routes = Routes(self.exposition, lambda: self.store.current, self.reload, web_config)
-        self.server = ExporterServer(listen[0], listen[1], routes, self.gate)
+        self.server = ExporterServer(listen[0], listen[1], routes)
         self._reload_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_polling: asyncio.Event | None = None
@@ -125,13 +119,11 @@ class App:
             try:
                 config = self._config_loader(self._config_path)
             except ConfigError as exc:
-                malloc.trim()  # parsing thousands of tenants left megabytes of freed blocks behind
                 self.store.reload_failed()
                 log.error("config reload rejected; keeping the running config", extra={"err": str(exc)})
                 return False, f"config reload rejected: {exc}"
             if self._loop is None:
                 return False, "not running"
-            config = config.reusing(self.store.current.config)
             future = asyncio.run_coroutine_threadsafe(self.poller.apply_config(config), self._loop)
             try:
                 future.result(timeout=30)
@@ -139,7 +131,6 @@ class App:
                 self.store.reload_failed()
                 log.exception("applying the new config failed")
                 return False, "config reload failed: internal error (see the exporter log)"
-            malloc.trim()
             log.info("config reloaded", extra={"tenants": len(config.tenants)})
             return True, "config reloaded"
 
@@ -152,12 +143,9 @@ class App:
             self._loop.call_soon_threadsafe(self._stop_polling.set)
         self._loop_thread.join(timeout=max(0.1, deadline - time.monotonic()))
         self.exposition.stop()
-        self._process_collector.close()
-        if not self._loop_thread.is_alive():  # its loop asks the gate before every callback
-            self.gate.close()
 
     def _run_loop(self) -> None:
-        with asyncio.Runner(loop_factory=lambda: ScrapesFirstLoop(self.gate)) as runner:
+        with asyncio.Runner() as runner:
             runner.run(self._main())
 
     async def _main(self) -> None:

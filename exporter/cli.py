@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import gc
 import logging
 import signal
 import sys
@@ -17,14 +16,14 @@ from types import FrameType
 
 from prometheus_client import generate_latest
 
-from exporter import __version__, lean, malloc  # noqa: F401 - lean: before anything imports httpx
+from exporter import __version__
 from exporter.app import App, business_registry, restore_state
 from exporter.config import Config, ConfigError, describe_config, load_config
+from exporter.config.web import WebConfig, WebConfigError, load_web_config
 from exporter.logs import configure_logging
 from exporter.poller import Poller
 from exporter.signals import StopRequest
 from exporter.snapshot import SnapshotStore
-from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger(__name__)
 
@@ -149,25 +148,9 @@ def _serve(config: Config, path: Path | None, listen: tuple[str, int], web: WebC
             f"partnercenter-exporter: error: cannot listen on {listen[0]}:{listen[1]}: {exc.strerror}", file=sys.stderr
         )
         return 1
-    # Scrapes, the renderer and the poller share one GIL. A scrape needs it back at several points (recv, send,
-    # the live process metrics), and at each one it may wait a whole switch interval while a poll cycle keeps
-    # the poller busy. At 1000 tenants the default 5 ms made scrape p99 during a cycle ~90 ms; 0.2 ms makes it
-    # ~20 ms, with no measurable cost to the cycle (bench/RESULTS.md).
-    sys.setswitchinterval(0.0002)
-    malloc.fix_mmap_threshold()
     stop = StopRequest()
     with _signals(app, stop):
         app.start()
-        # A full pass of the cyclic garbage collector walks every tracked object with the GIL held, and a scrape
-        # waits it out: at 1000 tenants that was ~80 ms, mostly modules and config that live for the whole run.
-        # Freezing what exists after start-up keeps those out of every later pass (~20 ms).
-        gc.freeze()
-        # A poll leaves no cyclic garbage (tests hold the poller and the transport to that), yet with the default
-        # threshold (700 net allocations) the requests in flight started a young-generation pass about every 10 ms
-        # of a cycle. Each pass walks every young object that is still alive, and most are the tenants' newest
-        # states and summaries (~30 per tenant, which the next poll of the tenant frees): at 1000 tenants a pass
-        # took 10-25 ms once 10,000 allocations had started one. 100,000 makes them ten times rarer, not longer.
-        gc.set_threshold(100_000, 10, 10)
         if demo:
             print(
                 f"Demo running: metrics at {app.url}/metrics, tenants at {app.url}/ (Ctrl-C stops)",

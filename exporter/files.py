@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 def write_atomically(path: Path, text: str) -> None:
     """Replace `path` with `text`: temp file in the same directory, mode 0600, fsync, rename, fsync the dir.
 
-    A crash at any point leaves either the old file or the new one, never a torn or empty one.
+    A crash at any point leaves either the old file or the new one, never a torn or empty one; a crash between
+    creating the temp file and renaming it leaves the temp file, which `remove_orphans` deletes at start-up.
     """
     directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
@@ -29,3 +31,15 @@ def write_atomically(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_orphans(path: Path) -> list[Path]:
+    """Delete temp files a killed `write_atomically(path, ...)` left behind (they may hold a valid token)."""
+    removed = []
+    for orphan in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            orphan.unlink()
+        except OSError:
+            continue
+        removed.append(orphan)
+    return removed

@@ -1,39 +1,39 @@
 """Polls every tenant on its own schedule, at most `concurrency` at a time, and publishes each result.
 
-One asyncio task per tenant sleeps until its next due time, then takes a slot (a client with its own transport)
-from the pool. A slow or failing tenant only ever holds its own slot, so the others keep their schedule. Each
-finished poll replaces that tenant's state in the SnapshotStore in one step: values, up, counters, durations
+One asyncio task per tenant sleeps until its next due time, then takes a slot (a client) from the
+PartnerCenterClient. A slow or failing tenant only ever holds its own slot, so the others keep their schedule.
+Each finished poll replaces that tenant's state in the SnapshotStore in one step: values, up, counters, durations
 together.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import random
-import ssl
 import time
-import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TypeVar
 
-import httpx
-
-from exporter.auth import TokenCache
-from exporter.client import PartnerCenterClient, UpstreamError
 from exporter.config import Config, TenantConfig
-from exporter.model import InvoiceSummary
+from exporter.files import remove_orphans
 from exporter.secret import Secret
 from exporter.snapshot import SnapshotStore, TenantState
-from exporter.transport import H11Transport
+from exporter.upstream.auth import CredentialError, TokenCache, token_form
+from exporter.upstream.client import PartnerCenterClient, TransportFactory, _Session
+from exporter.upstream.errors import UpstreamError
+from exporter.upstream.model import InvoiceSummary
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+MFA_HELP = (
+    "Partner Center refused the App+User token: it has no MFA claim (error 900421). The refresh token was "
+    "consented without multi-factor authentication; consent again with MFA and replace refresh_token_file "
+    "(docs/runbook.md#partnercentertokenwithoutmfa)"
+)
 
 
 @dataclass(frozen=True)
@@ -50,67 +50,9 @@ class RetryPolicy:
     publish_window: float = 0.05
 
 
-TransportFactory = Callable[[], httpx.AsyncBaseTransport]
-
-
-class ClientPool:
-    """One client per concurrency slot, each with its own transport; taking a client is taking a slot.
-
-    A single pool of many connections spends CPU per request on bookkeeping that grows with its size; a small
-    transport per slot (all sharing one SSL context) does not. Each slot sends through an H11Transport, about
-    half the CPU per request of httpx's own, except to an upstream the environment names a proxy for
-    (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY): those requests go through httpx's proxy transport.
-    """
-
-    def __init__(self, config: Config, transport_factory: TransportFactory | None = None) -> None:
-        # Always pass one shared context: with `verify=True` each transport builds its own (~60 ms, ~1 MiB each),
-        # even for http:// upstreams, which cost seconds and tens of MiB at concurrency 50.
-        verify = _shared_ssl_context()
-        api_proxy, login_proxy = environment_proxy(config.api_url), environment_proxy(config.login_url)
-        self._transports: list[httpx.AsyncBaseTransport] = []
-        self._free: asyncio.Queue[PartnerCenterClient] = asyncio.Queue()
-        for _ in range(config.concurrency):
-            own = transport_factory() if transport_factory is not None else H11Transport(verify)
-            api = own if transport_factory is not None or api_proxy is None else _proxied(api_proxy, verify)
-            login = own if transport_factory is not None or login_proxy is None else _proxied(login_proxy, verify)
-            self._transports += {id(t): t for t in (own, api, login)}.values()
-            self._free.put_nowait(PartnerCenterClient(api, login, config.api_url, config.login_url, config.timeout))
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[PartnerCenterClient]:
-        """Wait for a free client, and give it back afterwards."""
-        client = await self._free.get()
-        try:
-            yield client
-        finally:
-            self._free.put_nowait(client)
-
-    async def aclose(self) -> None:
-        """Close every transport's connections."""
-        await asyncio.gather(*(t.aclose() for t in self._transports), return_exceptions=True)
-
-
-def environment_proxy(url: str) -> str | None:
-    """The proxy the environment names for `url`: its scheme's *_PROXY or ALL_PROXY, unless NO_PROXY covers it."""
-    proxies = urllib.request.getproxies_environment()
-    parsed = httpx.URL(url)
-    proxy = proxies.get(parsed.scheme) or proxies.get("all")
-    if proxy is None or urllib.request.proxy_bypass(parsed.host):
-        return None
-    return proxy
-
-
-def _proxied(proxy: str, verify: ssl.SSLContext) -> httpx.AsyncBaseTransport:
-    return httpx.AsyncHTTPTransport(
-        verify=verify, proxy=proxy, limits=httpx.Limits(max_connections=2, max_keepalive_connections=2)
-    )
-
-
-def _shared_ssl_context() -> ssl.SSLContext:
-    # Building an SSL context costs ~20-60 ms and ~1 MiB: build it once per pool, not per client.
-    import certifi  # noqa: PLC0415 - httpx's CA bundle, imported where it is used
-
-    return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or certifi.where())
+def slots(config: Config) -> int:
+    """Clients to open: `concurrency`, but no more than there are tenants to poll at once."""
+    return max(1, min(config.concurrency, len(config.tenants)))
 
 
 class _Tenant:
@@ -124,6 +66,13 @@ class _Tenant:
         self.not_before = 0.0  # monotonic time before which Retry-After forbids another poll
         self.last_started: float | None = None  # monotonic
         self.task: asyncio.Task[None] | None = None
+
+
+def _new_tenant(config: TenantConfig) -> _Tenant:
+    if config.refresh_token_file is not None:
+        for orphan in remove_orphans(config.refresh_token_file):
+            log.warning("removed a temp file a killed token write left behind", extra={"path": str(orphan)})
+    return _Tenant(config)
 
 
 class Poller:
@@ -147,8 +96,8 @@ class Poller:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._on_success = on_success
-        self._tenants = {t.name: _Tenant(t) for t in config.tenants}
-        self._pool: ClientPool | None = None
+        self._tenants = {t.name: _new_tenant(t) for t in config.tenants}
+        self._client: PartnerCenterClient | None = None
         self._pending: list[tuple[str, Callable[[TenantState], TenantState]]] = []
         self._pending_success = False
         self._flush_handle: asyncio.TimerHandle | None = None
@@ -156,10 +105,10 @@ class Poller:
         self._sweeper: asyncio.Task[None] | None = None
 
     @property
-    def _clients(self) -> ClientPool:
-        if self._pool is None:
-            self._pool = ClientPool(self._config, self._transport_factory)
-        return self._pool
+    def _clients(self) -> PartnerCenterClient:
+        if self._client is None:
+            self._client = PartnerCenterClient(self._config, self._transport_factory, slots(self._config))
+        return self._client
 
     async def poll_all(self) -> None:
         """Poll every tenant once, now (for --once and benchmarks)."""
@@ -185,19 +134,20 @@ class Poller:
 
     async def aclose(self) -> None:
         """Close the HTTP clients."""
-        if self._pool is not None:
-            await self._pool.aclose()
-            self._pool = None
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
 
     async def apply_config(self, config: Config) -> None:
         """Switch to a new config: new tenants start, removed ones stop, unchanged ones keep token and state."""
         self._flush()
         old = self._config
-        transport_changed = (old.api_url, old.login_url, old.timeout, old.concurrency) != (
+        transport_changed = (old.api_url, old.login_url, old.cloud, old.timeout, slots(old)) != (
             config.api_url,
             config.login_url,
+            config.cloud,
             config.timeout,
-            config.concurrency,
+            slots(config),
         )
         reschedule = transport_changed or old.interval != config.interval
         restarted: list[str] = []
@@ -208,11 +158,13 @@ class Poller:
         for tc in config.tenants:
             current = self._tenants.get(tc.name)
             if current is None:
-                self._tenants[tc.name] = _Tenant(tc)
+                self._tenants[tc.name] = _new_tenant(tc)
             elif _identity(current.config) != _identity(tc) or transport_changed:
                 if _identity(current.config) != _identity(tc):
                     restarted.append(tc.name)
+                    write_errors = current.tokens.write_errors  # a counter: it carries on
                     current.tokens = TokenCache(tc)
+                    current.tokens.write_errors = write_errors
                 current.config = tc
                 self._stop(current)
             else:
@@ -221,8 +173,8 @@ class Poller:
                     self._stop(current)
         self._config = config
         self._store.replace_config(config, restarted, self._clock())
-        if transport_changed and self._pool is not None:
-            old_pool, self._pool = self._pool, None
+        if transport_changed and self._client is not None:
+            old_pool, self._client = self._client, None
             # In-flight polls were cancelled above; their clients can go.
             await old_pool.aclose()
         if self._running:
@@ -266,41 +218,61 @@ class Poller:
         tc = t.config
         sent: list[tuple[str, str | None]] = []  # (endpoint, failure status) of every request sent
         summaries: tuple[InvoiceSummary, ...] | None = None
-        failure: UpstreamError | None = None
+        error: str | None = None  # why the poll failed, for the landing page
         reauthenticated = False
         attempt = 0
         while True:
             attempt += 1
             try:
-                async with self._clients.slot() as client:
+                async with self._clients.slot() as session:
                     token = t.tokens.valid_token(self._clock())
                     if token is None:
-                        token = await self._fetch_token(t, client, sent)
-                    summaries = await self._counted(sent, tc.endpoint, client.get_invoice_summaries(tc.endpoint, token))
-                failure = None
+                        token = await self._fetch_token(t, session, sent)
+                    summaries = await self._counted(sent, tc.endpoint, session.invoices(tc.endpoint, token))
+                error = None
+                break
+            except CredentialError as exc:
+                error = str(exc)
+                log.error("cannot request a token", extra={"tenant": tc.name, "err": error})
                 break
             except UpstreamError as exc:
-                # Its traceback holds this frame, which would hold it: cyclic garbage at every failure otherwise.
-                failure = exc.with_traceback(None)
                 self._log_failure(t, exc, attempt)
+                if exc.mfa_required:
+                    # A token refreshed from the same consent has the same claims: no retry, no new token.
+                    error = MFA_HELP
+                    break
+                error = _redact(f"{exc.endpoint}: {exc.status}: {exc.body.description}", _secrets_of(t))
                 if exc.status == "401" and exc.endpoint != "token" and not reauthenticated:
                     # The token was revoked or expired early: one more try with a fresh one.
                     t.tokens.invalidate()
                     reauthenticated = True
                     continue
                 if exc.status == "429" or (exc.retry_after is not None and exc.status == "503"):
-                    wait = exc.retry_after if exc.retry_after is not None else self._retry.default_retry_after
-                    t.not_before = time.monotonic() + wait
+                    self._hold_off(t, exc.retry_after)
                     break
                 if exc.retryable and attempt < self._retry.attempts:
                     await asyncio.sleep(self._backoff(attempt))
                     continue
                 break
         duration = time.monotonic() - t.last_started
-        self._publish(t, sent, summaries, failure, duration)
+        self._publish(t, sent, summaries, error, duration)
 
-    async def _fetch_token(self, t: _Tenant, client: PartnerCenterClient, sent: list[tuple[str, str | None]]) -> Secret:
-        grant = await self._counted(sent, "token", client.request_token(t.config, t.tokens.refresh_token))
+    def _hold_off(self, t: _Tenant, retry_after: float | None) -> None:
+        """No poll of this tenant before Retry-After; never longer than max_staleness, whatever the header says."""
+        wait = self._retry.default_retry_after if retry_after is None else retry_after
+        if wait > self._config.max_staleness:
+            log.warning(
+                "Retry-After longer than max_staleness; waiting max_staleness instead",
+                extra={"tenant": t.config.name, "retry_after": wait, "max_staleness": self._config.max_staleness},
+            )
+            wait = self._config.max_staleness
+        t.not_before = time.monotonic() + wait
+
+    async def _fetch_token(self, t: _Tenant, session: _Session, sent: list[tuple[str, str | None]]) -> Secret:
+        tc = t.config
+        client = self._clients
+        form = token_form(tc, self._config.scope, client.token_url(tc.tenant_id), t.tokens.refresh_token)
+        grant = await self._counted(sent, "token", session.request_token(tc.tenant_id, form))
         # Storing may write the rotated refresh token to disk with two fsyncs (milliseconds each): off the event
         # loop, or a cold start of 1000 App+User tenants stalls every other poll for seconds.
         await asyncio.to_thread(t.tokens.store, grant, self._clock())
@@ -325,27 +297,33 @@ class Poller:
         t: _Tenant,
         sent: list[tuple[str, str | None]],
         summaries: tuple[InvoiceSummary, ...] | None,
-        failure: UpstreamError | None,
+        error: str | None,
         duration: float,
     ) -> None:
         now = self._clock()
         max_staleness = self._config.max_staleness
-        secrets = _secrets_of(t)
+        tokens = t.tokens
 
         def change(state: TenantState) -> TenantState:
             for endpoint, status in sent:
                 state = state.counted(endpoint, status)
-            state = replace(state, last_attempt=now, poll_duration=duration, token_expiry=t.tokens.expiry)
-            if failure is None:
+            state = replace(
+                state,
+                last_attempt=now,
+                poll_duration=duration,
+                token_expiry=tokens.expiry,
+                token_mfa=tokens.mfa,
+                refresh_token_write_errors=tokens.write_errors,
+            )
+            if error is None:
                 return replace(state, summaries=summaries, up=True, last_success=now, last_error=None)
             kept = state.summaries
             if state.last_success is None or now - state.last_success > max_staleness:
                 kept = None
-            error = _redact(f"{failure.endpoint}: {failure.status}: {failure.description}", secrets)
             return replace(state, summaries=kept, up=False, last_error=error)
 
         self._pending.append((t.config.name, change))
-        self._pending_success = self._pending_success or failure is None
+        self._pending_success = self._pending_success or error is None
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(self._retry.publish_window, self._flush)
 
@@ -362,17 +340,12 @@ class Poller:
             self._on_success()
 
     def _log_failure(self, t: _Tenant, exc: UpstreamError, attempt: int) -> None:
-        fields = {
-            "tenant": t.config.name,
-            "endpoint": exc.endpoint,
-            "status": exc.status,
-            "attempt": attempt,
-            "request_id": exc.request_id,
-            "correlation_id": exc.correlation_id,
-            "retry_after": exc.retry_after,
-            "detail": _redact(exc.description, _secrets_of(t)),
-        }
-        log.warning("request failed", extra={k: v for k, v in fields.items() if v is not None})
+        fields = {"tenant": t.config.name, "attempt": attempt, **exc.fields()}
+        fields["detail"] = _redact(str(fields["detail"]), _secrets_of(t))
+        if exc.mfa_required:
+            log.error("request refused: the App+User token has no MFA claim; consent again with MFA", extra=fields)
+        else:
+            log.warning("request failed", extra=fields)
 
     async def _sweep_stale(self) -> None:
         """Drop values older than max_staleness even when no poll finishes (e.g. a long Retry-After)."""
@@ -404,7 +377,8 @@ def _identity(tc: TenantConfig) -> TenantConfig:
 
 
 def _secrets_of(t: _Tenant) -> tuple[str, ...]:
-    candidates = (t.config.client_secret, t.config.refresh_token, *t.tokens.secrets())
+    credential = t.config.credential if isinstance(t.config.credential, Secret) else None
+    candidates = (credential, t.config.refresh_token, *t.tokens.secrets())
     values = [s.reveal() for s in candidates if s is not None]
     return tuple(v for v in values if len(v) >= 4)
 

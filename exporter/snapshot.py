@@ -13,7 +13,7 @@ from types import MappingProxyType
 from typing import TypeVar
 
 from exporter.config import Config
-from exporter.model import InvoiceSummary
+from exporter.upstream.model import InvoiceSummary
 
 # Status codes whose error counters exist from the first scrape, so that rate() works before the first failure.
 SEEDED_STATUS_CODES = ("401", "403", "429", "500")
@@ -36,6 +36,8 @@ class TenantState:
     poll_duration: float | None = None
     last_error: str | None = None  # one line, for the landing page; never holds a secret
     token_expiry: float | None = None
+    token_mfa: bool | None = None  # App+User: whether the access token in hand has the MFA claim
+    refresh_token_write_errors: int = 0
     requests: Mapping[str, int] = field(default_factory=lambda: _EMPTY_COUNTS)  # endpoint -> requests sent
     # (endpoint, status) -> failures
     errors: Mapping[tuple[str, str], int] = field(default_factory=lambda: _EMPTY_ERRORS)
@@ -130,7 +132,10 @@ class SnapshotStore:
                 elif t.name in restarted:
                     # Counters carry on (same series); values and token belong to the old identity.
                     tenants[t.name] = replace(
-                        fresh, requests=_merge(fresh.requests, old.requests), errors=_merge(fresh.errors, old.errors)
+                        fresh,
+                        requests=_merge(fresh.requests, old.requests),
+                        errors=_merge(fresh.errors, old.errors),
+                        refresh_token_write_errors=old.refresh_token_write_errors,
                     )
                 else:
                     tenants[t.name] = old

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Callable
 from typing import TypeVar
-
-from exporter.gate import ScrapeGate
 
 T = TypeVar("T")
 
@@ -37,18 +34,3 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last_exc!r}")
         time.sleep(interval)
-
-
-def serving_thread(gate: ScrapeGate) -> threading.Event:
-    """Start a thread that serves a request on `gate` (begin) until the returned event is set (end)."""
-    began, release = threading.Event(), threading.Event()
-
-    def serve() -> None:
-        gate.begin()
-        began.set()
-        release.wait(30)
-        gate.end()
-
-    threading.Thread(target=serve, daemon=True).start()
-    assert began.wait(5)
-    return release

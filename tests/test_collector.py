@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 from dataclasses import replace
@@ -11,9 +12,12 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from exporter import __version__
 from exporter.app import business_registry
-from exporter.model import parse_summaries, parse_summary
+from exporter.collector import ExporterCollector, TenantCollector
 from exporter.snapshot import SnapshotStore, TenantState
+from exporter.upstream.model import parse_summaries, parse_summary
+from exporter.version import revision
 from tests.fakes import make_config, tenant_yaml
 
 BODIES = Path(__file__).parent / "data" / "bodies"
@@ -50,7 +54,10 @@ def _store_with(tmp_path: Path, body_name: str) -> SnapshotStore:
 
 
 def _exposition(store: SnapshotStore) -> str:
-    return generate_latest(business_registry(store)).decode()
+    """The tenants' families (the exporter-wide ones carry the build's revision: test_exporter_families)."""
+    registry = CollectorRegistry()
+    registry.register(TenantCollector(lambda: store.current))
+    return generate_latest(registry).decode()
 
 
 @pytest.mark.parametrize("body_name", VALID_BODIES)
@@ -138,3 +145,42 @@ def test_down_tenant_keeps_values_with_up_zero(tmp_path: Path) -> None:
     registry = business_registry(store)
     assert _registry_value(registry, "partnercenter_up", {"tenant": "contoso"}) == 0
     assert _registry_value(registry, "partnercenter_balance", {"tenant": "contoso", "currency": "USD"}) == 751094.39
+
+
+def test_payment_terms_and_token_families(tmp_path: Path) -> None:
+    (tmp_path / "rt").write_text("refresh")
+    config = make_config(
+        tmp_path,
+        tenant_yaml("own", extra="payment_terms: 45d\n")
+        + tenant_yaml("inherited", extra="refresh_token_file: rt\n")
+        + tenant_yaml("none"),
+        payment_terms="30d",
+    )
+    store = SnapshotStore(config, NOW)
+    store.update_tenant("inherited", lambda s: replace(s, token_mfa=False, refresh_token_write_errors=2))
+    store.update_tenant("own", lambda s: replace(s, token_mfa=None))
+    registry = business_registry(store)
+    assert _registry_value(registry, "partnercenter_payment_terms_seconds", {"tenant": "own"}) == 45 * 86400
+    assert _registry_value(registry, "partnercenter_payment_terms_seconds", {"tenant": "inherited"}) == 30 * 86400
+    assert _registry_value(registry, "partnercenter_token_mfa", {"tenant": "inherited"}) == 0
+    assert _registry_value(registry, "partnercenter_token_mfa", {"tenant": "own"}) is None  # app-only: no sample
+    write_errors = "partnercenter_refresh_token_write_errors_total"
+    assert _registry_value(registry, write_errors, {"tenant": "inherited"}) == 2
+    assert _registry_value(registry, write_errors, {"tenant": "own"}) is None  # no refresh token to write
+
+
+def test_payment_terms_absent_without_config(tmp_path: Path) -> None:
+    registry = business_registry(SnapshotStore(make_config(tmp_path, tenant_yaml("none")), NOW))
+    assert _registry_value(registry, "partnercenter_payment_terms_seconds", {"tenant": "none"}) is None
+
+
+def test_exporter_families_carry_the_build_and_the_reload_state(tmp_path: Path) -> None:
+    store = SnapshotStore(make_config(tmp_path, tenant_yaml("a")), NOW)
+    registry = CollectorRegistry()
+    registry.register(ExporterCollector(lambda: store.current))
+    build = {"version": __version__, "revision": revision(), "python_version": platform.python_version()}
+    assert _registry_value(registry, "partnercenter_exporter_build_info", build) == 1
+    assert _registry_value(registry, "partnercenter_config_last_reload_successful", {}) == 1
+    assert _registry_value(registry, "partnercenter_config_last_reload_success_timestamp_seconds", {}) == NOW
+    store.reload_failed()
+    assert _registry_value(registry, "partnercenter_config_last_reload_successful", {}) == 0

@@ -146,7 +146,7 @@ def test_the_unmutated_document_is_valid() -> None:
     """Guards the mutation test: without this, it could pass by rejecting everything."""
     result = outcome(yaml.safe_dump(VALID))
     assert isinstance(result, Config)
-    assert result.tenants[0].client_secret == Secret(SECRET)
+    assert result.tenants[0].credential == Secret(SECRET)
 
 
 @FUZZ
@@ -157,7 +157,7 @@ def test_any_secret_survives_dollar_escaping(secret: str) -> None:
     # ASCII-only dumping escapes every other character: PyYAML's unicode output loses a bare NEL (U+0085).
     result = outcome(yaml.safe_dump(document))
     assert isinstance(result, Config)
-    assert result.tenants[0].client_secret == Secret(secret)
+    assert result.tenants[0].credential == Secret(secret)
 
 
 @FUZZ

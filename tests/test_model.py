@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.model import (
+from exporter.upstream.model import (
     InvoiceSummary,
     InvoiceTypeSummary,
     ParseError,
-    describe_error_body,
     parse_summaries,
     parse_summary,
     parse_timestamp,
@@ -58,7 +57,7 @@ SAMPLE = InvoiceSummary(
     first_invoice_time=ts(2017, 1, 21),
     accounting_time=MARCH_16_2018,
     details=(
-        InvoiceTypeSummary("recurring", 202955.87, 1000.0, None),
+        InvoiceTypeSummary("recurring", 202955.87, 1000.0, None, last_payment_time=ts(2017, 1, 1, 12)),
         InvoiceTypeSummary("onetime", 548138.52, 0.0, MARCH_16_2018),
     ),
 )
@@ -406,12 +405,11 @@ def test_merged_amounts_that_overflow_become_none() -> None:
 
 
 def test_lone_surrogates_cannot_reach_a_label() -> None:
-    raw = b'{"currencyCode": "US\\ud800D", "currencySymbol": "\\udfff", "details": ' + (
+    raw = b'{"currencyCode": "USD", "currencySymbol": "\\udfff", "details": ' + (
         b'[{"invoiceType": "Re\\udc00curring", "summary": {}}]}'
     )
 
     summary = parse_summary(raw)
-    assert summary.currency == "US?D"
     assert summary.symbol == "?"
     assert summary.details[0].invoice_type == "re?curring"
 
@@ -554,91 +552,6 @@ def test_error_message_does_not_cut_a_character_in_half() -> None:
     assert '"' + "x" * 99 + '..."' in str(caught.value)
 
 
-# --- describe_error_body ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("raw", "expected"),
-    [
-        (
-            body("error-partnercenter.json"),
-            "code 600039: Authorization failed: the partner is not authorized to access this resource."
-            " (source PartnerFD)",
-        ),
-        (
-            b'{"code": "2000", "description": "Bad input", "data": ["field x", "field y"], "source": "PFD"}',
-            'code 2000: Bad input (source PFD) data: ["field x","field y"]',
-        ),
-        (b'{"code": 404}', "code 404"),
-        (body("error-gateway.json"), "status 429: Rate limit is exceeded. Try again in 2 seconds."),
-        (b'{"statusCode": 401, "message": "Unauthorized"}', "status 401: Unauthorized"),
-        (b'{"message": "Internal server error"}', "Internal server error"),
-        (
-            b'{"error": "invalid_client", "error_description": "AADSTS7000215: bad"}',
-            "invalid_client: AADSTS7000215: bad",
-        ),
-        (b'{"error": {"code": "Forbidden", "message": "No access"}}', "Forbidden: No access"),
-        (b'\xef\xbb\xbf{"statusCode": 503}', "status 503"),
-        (b"", "empty body"),
-        (b"  \r\n", "empty body"),
-        (
-            b"<html><body>Bad Gateway</body></html>",
-            'non-JSON body (37 bytes): "<html><body>Bad Gateway</body></html>"',
-        ),
-        (b"\xff\xfe", 'non-JSON body (2 bytes): "\\xff\\xfe"'),
-        (b'["unexpected"]', 'JSON body: ["unexpected"]'),
-        (b'{"unknown": true}', 'JSON body: {"unknown":true}'),
-        (b'{"code": null, "description": null}', "error body without details"),
-    ],
-)
-def test_describe_error_body(raw: bytes, expected: str) -> None:
-    assert describe_error_body(raw) == expected
-
-
-def test_describe_entra_error_is_one_line() -> None:
-    description = describe_error_body(body("error-entra.json"))
-
-    assert description.startswith("invalid_grant: AADSTS700082: The refresh token has expired due to inactivity.")
-    assert "inactive for 90.00:00:00. Trace ID: 6a0d5e1b" in description  # \r\n became a space
-    assert description.endswith("...")
-    assert len(description) == 200
-
-
-@pytest.mark.parametrize(
-    "raw",
-    [
-        b'{"code": 1, "description": "' + b"x" * 5000 + b'"}',
-        b'{"statusCode": 500, "message": "\\u0000\\u001b[2J\\n\\n' + b"y" * 300 + b'"}',
-        b"<html>" + b"\x00" * 500 + b"</html>",
-        b'{"error": "e", "error_description": "' + "\u2028é€".encode() * 200 + b'"}',
-        b"[" * 100_000,
-        b'{"a": [' + b"1," * 1000 + b"1]}",
-    ],
-)
-def test_describe_error_body_is_short_printable_single_line(raw: bytes) -> None:
-    description = describe_error_body(raw)
-
-    assert 0 < len(description) <= 200
-    assert description.isprintable()
-
-
-@pytest.mark.parametrize(
-    ("raw", "secret"),
-    [
-        (b'{"message": "echo: Authorization: Bearer abc.def-ghi"}', "abc.def-ghi"),
-        (b"<pre>client_secret=s3cr3t&grant_type=client_credentials</pre>", "s3cr3t"),
-        (b'{"error": "x", "error_description": "refresh_token: 0.AXoAtoken"}', "0.AXoAtoken"),
-        (b'{"message": "token eyJ0eXAiOiJKV1QiLCJhbGciOiJ.eyJhdWQiOiJodHRwczov.c2lnbmF0dXJl"}', "eyJhdWQ"),
-        (b'{"message": "cut short: eyJ0eXAiOiJKV1QiLCJhbGciOiJ.eyJhdWQiOi"}', "eyJhdWQiOi"),
-    ],
-)
-def test_describe_error_body_redacts_echoed_credentials(raw: bytes, secret: str) -> None:
-    description = describe_error_body(raw)
-
-    assert secret not in description
-    assert "<redacted>" in description
-
-
 def test_parse_error_redacts_echoed_credentials() -> None:
     with pytest.raises(ParseError) as caught:
         parse_summary(b"<html>Authorization: Bearer abc.def-ghi</html>")
@@ -651,3 +564,45 @@ def test_every_sample_body_is_described_in_the_readme() -> None:
 
     missing = [p.name for p in sorted(BODIES.iterdir()) if p.name != "README.md" and f"`{p.name}`" not in readme]
     assert missing == []
+
+
+# --- currency codes and the number of currencies ------------------------------------------------------------
+
+
+def _items(*codes: str) -> bytes:
+    items = [{"currencyCode": code, "balanceAmount": 1} for code in codes]
+    return json.dumps({"totalCount": len(codes), "items": items}).encode()
+
+
+def test_an_item_without_a_three_letter_currency_is_left_out_and_the_others_stay(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    summaries = parse_summaries(_items("usd", "EURO", "€", "12A", "GBP", "U S"))
+
+    assert [s.currency for s in summaries] == ["USD", "GBP"]
+    assert sum("summary left out" in r.getMessage() for r in caplog.records) == 4
+
+
+def test_summary_with_an_invalid_currency_is_a_parse_error() -> None:
+    with pytest.raises(ParseError) as caught:
+        parse_summary(summary_json(currencyCode="DOLLARS"))
+    assert str(caught.value) == 'currencyCode: not a three-letter currency code: "DOLLARS"'
+
+
+def test_more_than_a_hundred_currencies_is_a_parse_error() -> None:
+    codes = [f"{chr(65 + i // 26 % 26)}{chr(65 + i % 26)}X" for i in range(101)]
+    assert len(parse_summaries(_items(*codes[:100]))) == 100
+    with pytest.raises(ParseError) as caught:
+        parse_summaries(_items(*codes))
+    assert str(caught.value) == "items: 101 summaries, more than the 100 currencies accepted"
+
+
+def test_invoice_type_last_payment_date_is_the_latest_of_its_entries() -> None:
+    detail = {"invoiceType": "Recurring", "summary": {"lastPaymentDate": "2024-01-02T00:00:00Z"}}
+    later = {"invoiceType": "recurring", "summary": {"lastPaymentDate": "2024-03-04T00:00:00"}}
+    never = {"invoiceType": "OneTime", "summary": {"lastPaymentDate": "0001-01-01T00:00:00"}}
+    summary = parse_summary(summary_json(details=[detail, later, never]))
+    assert [(d.invoice_type, d.last_payment_time) for d in summary.details] == [
+        ("recurring", ts(2024, 3, 4)),
+        ("onetime", None),
+    ]

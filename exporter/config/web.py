@@ -6,23 +6,17 @@ can serve this exporter and node_exporter alike. Parsing is strict: every error 
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import logging
 import re
-import secrets
 import ssl
-import threading
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-import bcrypt
-import yaml
+from exporter.config.fields import check_keys, type_name
+from exporter.config.yamlfile import ConfigError, load_yaml, read_text
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +100,10 @@ _UNSUPPORTED_TLS_KEYS: Mapping[str, str] = MappingProxyType(
 _GO_ONLY_TLS_KEYS = ("cipher_suites", "curve_preferences")
 _HTTP_KEYS = ("headers", "http2")
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
-_CACHE_SIZE = 256
 
 
-class WebConfigError(Exception):
+class WebConfigError(ConfigError):
     """An invalid web configuration file; `path` is the offending key path ("" for the whole file)."""
-
-    def __init__(self, path: str, message: str) -> None:
-        self.path = path
-        self.message = message
-        super().__init__(f"{path}: {message}" if path else message)
 
 
 @dataclass(frozen=True)
@@ -146,22 +134,18 @@ class WebConfig:
 def load_web_config(path: Path) -> WebConfig:
     """Read and validate a web config file, including its certificate, key and CA files."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise WebConfigError("", f"cannot read {path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise WebConfigError("", f"cannot read {path}: {_reason(exc)}") from None
+        text = read_text(path)
+    except ConfigError as exc:
+        raise WebConfigError(exc.path, exc.message) from None
     return parse_web_config(text, base_dir=path.absolute().parent)
 
 
 def parse_web_config(text: str, *, base_dir: Path) -> WebConfig:
     """Parse web config YAML text; relative paths resolve against `base_dir`."""
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise WebConfigError("", f"invalid YAML{where}") from None
+        data = load_yaml(text)
+    except ConfigError as exc:
+        raise WebConfigError(exc.path, exc.message) from None
     if data is None:
         data = {}
     top = _mapping(data, "")
@@ -212,88 +196,6 @@ def build_ssl_context(tls: TLSServerConfig) -> ssl.SSLContext:
             ) from None
     ctx.verify_mode = _VERIFY_MODES[tls.client_auth_type]
     return ctx
-
-
-class BasicAuthChecker:
-    """Checks `Authorization: Basic ...` headers against bcrypt hashes; thread-safe."""
-
-    def __init__(self, users: Mapping[str, bytes]) -> None:
-        """Keep the users; an empty mapping means basic auth is off and every request passes."""
-        self._users = dict(users)
-        self._lock = threading.Lock()
-        # bcrypt is CPU-bound; one check at a time keeps a flood of bad passwords to one core,
-        # as exporter-toolkit does.
-        self._bcrypt_lock = threading.Lock()
-        self._verified: OrderedDict[bytes, None] = OrderedDict()
-        # The decoy has the highest configured cost, so unknown users take as long as known ones.
-        cost = max((int(h[4:6]) for h in self._users.values()), default=4)
-        decoy_password = secrets.token_hex(16).encode()
-        self._decoy = bcrypt.hashpw(decoy_password, bcrypt.gensalt(rounds=cost)) if self._users else b""
-
-    def check(self, authorization_header: str | None) -> bool:
-        """Return True if the header carries a valid user and password (or if no users are configured)."""
-        if not self._users:
-            return True
-        credentials = _parse_basic(authorization_header)
-        if credentials is None:
-            return False
-        user, password = credentials
-        known = self._users.get(user)
-        hashed = known if known is not None else self._decoy
-        key = _cache_key(user, password, hashed)
-        with self._lock:
-            if known is not None and key in self._verified:
-                self._verified.move_to_end(key)
-                return True
-        ok = self._verify(password, hashed) and known is not None
-        if ok:
-            with self._lock:
-                self._verified[key] = None
-                if len(self._verified) > _CACHE_SIZE:
-                    self._verified.popitem(last=False)
-        return ok
-
-    def _verify(self, password: bytes, hashed: bytes) -> bool:
-        """Run bcrypt; checkpw compares the digests in constant time."""
-        if len(password) > 72:
-            # bcrypt ignores bytes past 72 (and bcrypt>=5 refuses them); accepting a truncated match
-            # would let two different passwords in, so refuse like Go's bcrypt.
-            return False
-        with self._bcrypt_lock:
-            try:
-                return bcrypt.checkpw(password, hashed)
-            except ValueError:
-                return False
-
-
-def _parse_basic(header: str | None) -> tuple[str, bytes] | None:
-    """Split an `Authorization: Basic` header into user and password, or None if malformed."""
-    if not header:
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "basic" or not token:
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-    user_bytes, sep, password = decoded.partition(b":")
-    if not sep:
-        return None
-    try:
-        user = user_bytes.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return user, password
-
-
-def _cache_key(user: str, password: bytes, hashed: bytes) -> bytes:
-    """SHA-256 of length-prefixed parts: the cache holds no password, and parts cannot run together."""
-    digest = hashlib.sha256()
-    for part in (user.encode("utf-8"), password, hashed):
-        digest.update(len(part).to_bytes(8, "big"))
-        digest.update(part)
-    return digest.digest()
 
 
 def _parse_tls(value: object, base_dir: Path) -> TLSServerConfig | None:
@@ -429,18 +331,19 @@ def _mapping(value: object, path: str) -> dict[str, object]:
     """Return `value` as a str-keyed dict or raise naming `path`."""
     if not isinstance(value, dict):
         what = "must be a mapping" if path else "the web config must be a mapping"
-        raise WebConfigError(path, f"{what}, got {_type_name(value)}")
+        raise WebConfigError(path, f"{what}, got {type_name(value)}")
     for key in value:
         if not isinstance(key, str):
-            raise WebConfigError(path, f"keys must be strings, got {_type_name(key)} {key!r}")
+            raise WebConfigError(path, f"keys must be strings, got {type_name(key)} {key!r}")
     return value
 
 
 def _check_keys(section: Mapping[str, object], path: str, allowed: tuple[str, ...]) -> None:
-    """Reject keys not in `allowed`."""
-    for key in section:
-        if key not in allowed:
-            raise WebConfigError(f"{path}.{key}" if path else key, f"unknown key; expected one of {', '.join(allowed)}")
+    """Reject keys not in `allowed`, suggesting the closest one."""
+    try:
+        check_keys(section, allowed, path)
+    except ConfigError as exc:
+        raise WebConfigError(exc.path, exc.message) from None
 
 
 def _optional_str(section: Mapping[str, object], key: str, path: str) -> str | None:
@@ -449,7 +352,7 @@ def _optional_str(section: Mapping[str, object], key: str, path: str) -> str | N
     if value is None:
         return None
     if not isinstance(value, str):
-        raise WebConfigError(f"{path}.{key}", f"must be a string, got {_type_name(value)}")
+        raise WebConfigError(f"{path}.{key}", f"must be a string, got {type_name(value)}")
     return value
 
 
@@ -458,10 +361,10 @@ def _string_list(value: object, path: str) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list):
-        raise WebConfigError(path, f"must be a list of strings, got {_type_name(value)}")
+        raise WebConfigError(path, f"must be a list of strings, got {type_name(value)}")
     for i, item in enumerate(value):
         if not isinstance(item, str):
-            raise WebConfigError(f"{path}[{i}]", f"must be a string, got {_type_name(item)}")
+            raise WebConfigError(f"{path}[{i}]", f"must be a string, got {type_name(item)}")
     return value
 
 
@@ -480,20 +383,6 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
     return type(exc).__name__
-
-
-def _type_name(value: object) -> str:
-    """YAML-ish name of a value's type for error messages."""
-    if value is None:
-        return "null"
-    return {
-        bool: "boolean",
-        int: "integer",
-        float: "number",
-        str: "string",
-        list: "list",
-        dict: "mapping",
-    }.get(type(value), type(value).__name__)
 
 
 def _no_password() -> bytes:

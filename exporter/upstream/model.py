@@ -7,7 +7,6 @@ typed values whose strings are printable-safe and whose numbers are finite.
 
 from __future__ import annotations
 
-import codecs
 import functools
 import json
 import logging
@@ -18,12 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-log = logging.getLogger(__name__)
+from exporter.upstream.errors import one_line, snippet
 
-# Never echo more than this much of an upstream body: it may be a whole HTML page.
-_SNIPPET_BYTES = 100
-_SNIPPET_CHARS = 120
-_DESCRIPTION_LIMIT = 200
+log = logging.getLogger(__name__)
 
 _TIMESTAMP = re.compile(
     r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})"
@@ -33,13 +29,14 @@ _TIMESTAMP = re.compile(
 )
 # JSON's number grammar, loosened to allow a leading "+" or "."; no "nan", "inf" or "1_000" as float() would.
 _NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
-# A proxy that echoes the request could put credentials into an error body; they must not reach a log line.
-_CREDENTIAL = re.compile(
-    r"(?i)\b(bearer\s+)\S+"
-    r"|\b((?:client_secret|refresh_token|access_token|id_token|assertion)[\"']?\s*[=:]\s*[\"']?)[^\s&\"',}]+"
-    # JWTs, also when cut short by a length limit
-    r"|\beyJ[\w-]{8,}(?:\.[\w-]*)*"
-)
+# ISO 4217: three letters. Anything else would become a label value of its own series.
+_CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
+# A partner bills in a handful of currencies; thousands of items is a broken or hostile answer, not an account.
+MAX_CURRENCIES = 100
+
+
+class InvalidCurrencyError(Exception):
+    """A summary whose currencyCode is not three letters."""
 
 
 class ParseError(Exception):
@@ -54,6 +51,7 @@ class InvoiceTypeSummary:
     balance: float | None
     last_payment_amount: float | None
     latest_invoice_time: float | None  # Unix seconds; None for missing/null/never
+    last_payment_time: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +71,17 @@ class InvoiceSummary:
 
 def parse_summary(body: bytes) -> InvoiceSummary:
     """Parse the body of `GET /v1/invoices/summary`."""
-    return _summary(_load(body), "")
+    try:
+        return _summary(_load(body), "")
+    except InvalidCurrencyError as exc:
+        raise ParseError(str(exc)) from None
 
 
 def parse_summaries(body: bytes) -> tuple[InvoiceSummary, ...]:
-    """Parse the body of `GET /v1/invoices/summaries`: one summary per currency, in upstream order."""
+    """Parse the body of `GET /v1/invoices/summaries`: one summary per currency, in upstream order.
+
+    An item whose currency code is not three letters is left out (with a warning), the others stay.
+    """
     document = _load(body)
     if not isinstance(document, dict):
         raise ParseError(f"body: expected a JSON object, got {_kind(document)}")
@@ -86,9 +90,15 @@ def parse_summaries(body: bytes) -> tuple[InvoiceSummary, ...]:
     items = document["items"]
     if not isinstance(items, list):
         raise ParseError(f"items: expected a list, got {_kind(items)}")
+    if len(items) > MAX_CURRENCIES:
+        raise ParseError(f"items: {len(items)} summaries, more than the {MAX_CURRENCIES} currencies accepted")
     summaries: dict[str, InvoiceSummary] = {}
     for index, item in enumerate(items):
-        summary = _summary(item, f"items[{index}]")
+        try:
+            summary = _summary(item, f"items[{index}]")
+        except InvalidCurrencyError as exc:
+            log.warning("summary left out", extra={"reason": str(exc)})
+            continue
         if summary.currency in summaries:
             # Two series with the same labels cannot be exposed; the first one is what upstream listed first.
             log.debug("duplicate currency ignored", extra={"currency": summary.currency, "item": index})
@@ -135,28 +145,13 @@ def _parse_timestamp_text(value: str) -> float | None:
     return moment.timestamp() + fraction - offset
 
 
-def describe_error_body(body: bytes) -> str:
-    """A short, single-line, printable description of an upstream error body, for logs."""
-    text = body.decode("utf-8-sig", "replace")
-    if not text.strip():
-        return "empty body"
-    try:
-        document = json.loads(text)
-    except (ValueError, RecursionError):
-        return _one_line(f"non-JSON body ({len(body)} bytes): {_snippet(body)}")
-    description = _describe_document(document) if isinstance(document, dict) else None
-    if description is None:
-        description = f"JSON body: {_compact(document)}"
-    return _one_line(description)
-
-
 def _load(body: bytes) -> object:
     """Decode and parse a JSON body, turning every failure into a ParseError."""
     try:
         # utf-8-sig: some Partner Center front ends prefix the JSON with a byte order mark.
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ParseError(f"body is not valid UTF-8 (byte {exc.start}): {_snippet(body)}") from None
+        raise ParseError(f"body is not valid UTF-8 (byte {exc.start}): {snippet(body)}") from None
     if not text.strip():
         raise ParseError("empty body")
     try:
@@ -164,10 +159,10 @@ def _load(body: bytes) -> object:
     except RecursionError:
         raise ParseError("body is nested too deeply to parse") from None
     except json.JSONDecodeError as exc:
-        raise ParseError(f"body is not JSON ({exc.msg} at char {exc.pos}): {_snippet(body)}") from None
+        raise ParseError(f"body is not JSON ({exc.msg} at char {exc.pos}): {snippet(body)}") from None
     except ValueError as exc:
         # Integer literals longer than Python's digit limit raise a plain ValueError.
-        raise ParseError(f"body is not JSON ({_one_line(str(exc), 80)})") from None
+        raise ParseError(f"body is not JSON ({one_line(str(exc), 80)})") from None
 
 
 def _summary(document: object, path: str) -> InvoiceSummary:
@@ -178,8 +173,13 @@ def _summary(document: object, path: str) -> InvoiceSummary:
     if currency is None:
         # A summary without a currency cannot be labelled: its amounts have no unit.
         raise ParseError(f"{_at(path, 'currencyCode')}: missing or empty")
+    currency = currency.upper()
+    if not _CURRENCY.fullmatch(currency):
+        raise InvalidCurrencyError(
+            f"{_at(path, 'currencyCode')}: not a three-letter currency code: {snippet(currency.encode())}"
+        )
     return InvoiceSummary(
-        currency=sys.intern(currency.upper()),
+        currency=sys.intern(currency),
         symbol=_label(_text(document.get("currencySymbol"))),
         balance=_number(document.get("balanceAmount")),
         last_payment_amount=_number(document.get("lastPaymentAmount")),
@@ -212,6 +212,7 @@ def _details(value: object, path: str) -> tuple[InvoiceTypeSummary, ...]:
             balance=_total(_number(s.get("balanceAmount")) for s in summaries),
             last_payment_amount=_total(_number(s.get("lastPaymentAmount")) for s in summaries),
             latest_invoice_time=_latest(parse_timestamp(s.get("latestInvoiceDate")) for s in summaries),
+            last_payment_time=_latest(parse_timestamp(s.get("lastPaymentDate")) for s in summaries),
         )
         for invoice_type, summaries in groups.items()
     )
@@ -277,78 +278,6 @@ def _zone_offset(zone: str | None) -> float | None:
         return None
     seconds = hours * 3600 + minutes * 60
     return float(-seconds if zone[0] == "-" else seconds)
-
-
-def _describe_document(document: dict[str, object]) -> str | None:
-    """Describe the error shapes Partner Center, its gateway and Entra ID are known to send."""
-    if "code" in document or "description" in document:
-        # Partner Center: {"code": 600001, "description": "...", "data": [...], "source": "PartnerFD"}
-        text = _join_known(document.get("code"), document.get("description"), prefix="code ")
-        source = _scalar(document.get("source"))
-        data = document.get("data")
-        if source:
-            text += f" (source {source})"
-        if data not in (None, [], {}, ""):
-            text += f" data: {_compact(data)}"
-        return text
-    if "statusCode" in document or "message" in document:
-        # API gateway: {"statusCode": 429, "message": "Rate limit is exceeded. Try again in 2 seconds."}
-        return _join_known(document.get("statusCode"), document.get("message"), prefix="status ")
-    error = document.get("error")
-    if isinstance(error, str):
-        # Entra ID: {"error": "invalid_grant", "error_description": "AADSTS70008: ...\r\nTrace ID: ..."}
-        return _join_known(error, document.get("error_description"), prefix="")
-    if isinstance(error, dict):
-        # Azure style: {"error": {"code": "...", "message": "..."}}
-        return _join_known(error.get("code"), error.get("message"), prefix="")
-    return None
-
-
-def _join_known(head_value: object, tail_value: object, prefix: str) -> str:
-    """`prefix+head: tail`, leaving out whichever part is empty."""
-    head, tail = _scalar(head_value), _scalar(tail_value)
-    if head and tail:
-        return f"{prefix}{head}: {tail}"
-    return f"{prefix}{head}" if head else tail or "error body without details"
-
-
-def _scalar(value: object) -> str:
-    """A JSON value as short text: strings as they are, anything else as compact JSON."""
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else _compact(value)
-
-
-def _compact(value: object) -> str:
-    """Compact JSON text of a parsed value, cut short."""
-    try:
-        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    except (ValueError, RecursionError):
-        return "?"
-    return text[: _DESCRIPTION_LIMIT + 1]
-
-
-def _snippet(body: bytes) -> str:
-    """The first 100 bytes of a body as printable, quoted text."""
-    # An incremental decoder drops a multi-byte character cut in half by the slice instead of garbling it.
-    head = codecs.getincrementaldecoder("utf-8")("backslashreplace").decode(body[:_SNIPPET_BYTES])
-    text = _printable(head.removeprefix(chr(0xFEFF)))
-    # Escaped control bytes take four characters each; the message stays short either way.
-    more = "..." if len(body) > _SNIPPET_BYTES or len(text) > _SNIPPET_CHARS else ""
-    return f'"{text[:_SNIPPET_CHARS]}{more}"'
-
-
-def _one_line(text: str, limit: int = _DESCRIPTION_LIMIT) -> str:
-    """Printable single-line text of at most `limit` characters."""
-    line = _printable(text)
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def _printable(text: str) -> str:
-    """Collapse whitespace, escape other unprintable characters and redact anything credential-like."""
-    text = " ".join(text.split())
-    text = "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
-    return _CREDENTIAL.sub(lambda m: f"{m[1] or m[2] or ''}<redacted>", text)
 
 
 def _at(path: str, key: str) -> str:

@@ -16,8 +16,8 @@ from typing import Any
 
 from exporter.config import Config
 from exporter.files import write_atomically
-from exporter.model import InvoiceSummary, InvoiceTypeSummary
 from exporter.snapshot import Snapshot
+from exporter.upstream.model import InvoiceSummary, InvoiceTypeSummary
 
 log = logging.getLogger(__name__)
 
@@ -134,4 +134,5 @@ def _detail(value: object) -> InvoiceTypeSummary:
         balance=_optional_number(value.get("balance")),
         last_payment_amount=_optional_number(value.get("last_payment_amount")),
         latest_invoice_time=_optional_number(value.get("latest_invoice_time")),
+        last_payment_time=_optional_number(value.get("last_payment_time")),
     )

@@ -94,7 +94,7 @@ def test_corrupt_or_foreign_state_file_is_a_warning_and_a_clean_start(
 ) -> None:
     config_file = _config_file(tmp_path, tenant_yaml("a"))
     (tmp_path / "state.json").write_bytes(content)
-    with caplog.at_level(logging.WARNING, logger="exporter.state"):
+    with caplog.at_level(logging.WARNING, logger="exporter.statefile"):
         app = _app(config_file, FakeUpstream(tenants={"a.onmicrosoft.com": [respond(503)]}))
     try:
         assert any("state file" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,100 @@
+"""A tenant's app credential, read and checked at load time: secret, certificate, or federated assertion file.
+
+Microsoft Entra ID accepts three kinds of client credential on the token endpoint: a client secret, a JWT
+assertion signed with a certificate's private key, and a federated token (Kubernetes workload identity) sent as
+the assertion. See "Microsoft identity platform application authentication certificate credentials"
+(learn.microsoft.com/entra/identity-platform/certificate-credentials) and "Workload identity federation"
+(learn.microsoft.com/entra/workload-id/workload-identity-federation).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from exporter.config.yamlfile import ConfigError
+from exporter.secret import Secret
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """A client certificate and its private key (RSA: what Entra accepts for certificate credentials)."""
+
+    file: Path
+    thumbprint: str  # base64url SHA-256 of the DER certificate: the assertion's `x5t#S256` header
+    not_after: float  # Unix seconds
+    # Equal certificates have equal thumbprints; the key object is not compared (nor shown).
+    key: rsa.RSAPrivateKey = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AssertionFile:
+    """A federated token file, read again at every token request (Kubernetes rotates it)."""
+
+    file: Path
+
+    def read(self) -> Secret:
+        """The token in the file now; OSError when it cannot be read."""
+        with self.file.open("rb") as handle:
+            return Secret(handle.read(64 * 1024).decode("utf-8", "replace").strip())
+
+
+Credential = Secret | Certificate | AssertionFile
+
+
+def load_certificate(data: bytes, file: Path, shown: str, path: str) -> Certificate:
+    """Parse a PEM file holding an unencrypted RSA private key and its certificate (in either order)."""
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:
+        raise ConfigError(path, f"{shown}: the private key is encrypted; store it without a passphrase") from None
+    except ValueError:
+        raise ConfigError(
+            path, f"{shown}: no PEM private key found (the file needs the key and the certificate)"
+        ) from None
+    try:
+        certificate = x509.load_pem_x509_certificate(data)
+    except ValueError:
+        raise ConfigError(
+            path, f"{shown}: no PEM certificate found (the file needs the key and the certificate)"
+        ) from None
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ConfigError(
+            path, f"{shown}: the private key must be RSA (Entra ID signs certificate credentials with RSA)"
+        )
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(serialization.Encoding.DER, public) != certificate.public_key().public_bytes(
+        serialization.Encoding.DER, public
+    ):
+        raise ConfigError(path, f"{shown}: the private key does not belong to the certificate")
+    digest = hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).digest()
+    return Certificate(
+        file=file,
+        thumbprint=base64.urlsafe_b64encode(digest).rstrip(b"=").decode(),
+        not_after=certificate.not_valid_after_utc.timestamp(),
+        key=key,
+    )
+
+
+def check_writable_directory(directory: Path, shown: str, path: str) -> None:
+    """Prove that a file can be created in `directory` (a rotated refresh token is written there)."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=directory)
+    except OSError as exc:
+        raise ConfigError(
+            path,
+            f"cannot write in the directory of {shown}: {exc.strerror or type(exc).__name__} (rotated refresh "
+            "tokens are written back there)",
+        ) from None
+    os.close(fd)
+    os.unlink(probe)

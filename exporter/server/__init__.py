@@ -1,0 +1,1 @@
+"""The HTTP side: routes and server (`http`), the landing page, basic auth."""

@@ -1,0 +1,1 @@
+"""Talking to Microsoft: Entra ID tokens (`auth`), Partner Center requests (`client`), response bodies (`model`)."""

@@ -1,0 +1,167 @@
+"""Access tokens per tenant: the token request's form for each credential, reuse until shortly before expiry,
+and rotated refresh tokens kept on disk.
+
+The token calls stay on httpx instead of MSAL: MSAL for Python refuses an http:// authority, so the demo, the
+tests and the compose stack would all need TLS for the simulator, and its token cache would duplicate what
+`TokenCache` does in 80 lines (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+
+from exporter.config import AssertionFile, Certificate, TenantConfig
+from exporter.config.credentials import ASSERTION_TYPE
+from exporter.files import write_atomically
+from exporter.secret import Secret
+
+log = logging.getLogger(__name__)
+
+# Renew this long before expiry, so that a token never runs out in the middle of a request.
+MAX_RENEW_MARGIN = 300.0
+# Entra's certificate-credential format: a short-lived assertion, "at most 5-10 minutes after nbf".
+_ASSERTION_LIFETIME = 600
+
+
+class CredentialError(Exception):
+    """The tenant's credential cannot be used right now (a federated token file became unreadable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenGrant:
+    """What the token endpoint gave us."""
+
+    access_token: Secret
+    expires_in: float
+    refresh_token: Secret | None  # a rotated refresh token (App+User), to replace the old one
+
+
+def token_form(tenant: TenantConfig, scope: str, token_url: str, refresh_token: Secret | None) -> dict[str, str]:
+    """The form of a token request: the grant (refresh token, else client credentials) and the app's credential."""
+    form = {"client_id": tenant.client_id, "scope": scope}
+    if refresh_token is not None:
+        form.update(grant_type="refresh_token", refresh_token=refresh_token.reveal())
+    else:
+        form["grant_type"] = "client_credentials"
+    credential = tenant.credential
+    if isinstance(credential, Secret):
+        form["client_secret"] = credential.reveal()
+    elif isinstance(credential, Certificate):
+        form.update(
+            client_assertion_type=ASSERTION_TYPE, client_assertion=_signed_assertion(tenant, credential, token_url)
+        )
+    elif isinstance(credential, AssertionFile):
+        try:
+            assertion = credential.read()
+        except OSError as exc:
+            raise CredentialError(f"cannot read client_assertion_file {credential.file}: {exc.strerror}") from None
+        if not assertion.reveal():
+            raise CredentialError(f"client_assertion_file {credential.file} is empty")
+        form.update(client_assertion_type=ASSERTION_TYPE, client_assertion=assertion.reveal())
+    return form
+
+
+def _signed_assertion(tenant: TenantConfig, certificate: Certificate, token_url: str) -> str:
+    """A client assertion signed with the certificate's key, in Entra's format (PS256, `x5t#S256`)."""
+    now = int(time.time())
+    claims = {
+        "aud": token_url,
+        "iss": tenant.client_id,
+        "sub": tenant.client_id,
+        "jti": str(uuid.uuid4()),
+        "iat": now,
+        "nbf": now,
+        "exp": now + _ASSERTION_LIFETIME,
+    }
+    return jwt.encode(claims, certificate.key, algorithm="PS256", headers={"x5t#S256": certificate.thumbprint})
+
+
+def token_has_mfa(access_token: Secret) -> bool | None:
+    """Whether the access token's `amr` claim lists `mfa`; None when the token is not a readable JWT.
+
+    Partner Center refuses App+User calls whose token lacks it (401, code 900421). The payload is only read,
+    not verified: Partner Center checks the signature, and this tells the operator what it will see.
+    """
+    try:
+        claims = jwt.decode(access_token.reveal(), options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return None
+    amr = claims.get("amr")
+    return "mfa" in amr if isinstance(amr, list) else False
+
+
+class TokenCache:
+    """The access token in hand for one tenant and, App+User, its current refresh token."""
+
+    __slots__ = ("_expires_at", "_refresh_token", "_renew_at", "_tenant", "_token", "mfa", "write_errors")
+
+    def __init__(self, tenant: TenantConfig) -> None:
+        self._tenant = tenant
+        self._refresh_token = tenant.refresh_token
+        self._token: Secret | None = None
+        self._expires_at = 0.0
+        self._renew_at = 0.0
+        self.mfa: bool | None = None  # App+User: whether the token in hand carries the MFA claim
+        self.write_errors = 0  # rotated refresh tokens that could not be written back
+
+    @property
+    def refresh_token(self) -> Secret | None:
+        """The refresh token to use for the next grant (None: client credentials)."""
+        return self._refresh_token
+
+    @property
+    def expiry(self) -> float | None:
+        """Unix time at which the token in hand expires; None without one."""
+        return self._expires_at if self._token is not None else None
+
+    def valid_token(self, now: float) -> Secret | None:
+        """The token in hand, unless it is missing or due for renewal."""
+        if self._token is None or now >= self._renew_at:
+            return None
+        return self._token
+
+    def store(self, grant: TokenGrant, now: float) -> None:
+        """Keep a fresh grant; a rotated refresh token replaces the old one in memory and on disk."""
+        self._token = grant.access_token
+        self._expires_at = now + grant.expires_in
+        self._renew_at = self._expires_at - min(MAX_RENEW_MARGIN, grant.expires_in * 0.1)
+        if self._tenant.refresh_token_file is not None:
+            self.mfa = token_has_mfa(grant.access_token)
+        if grant.refresh_token is None or grant.refresh_token == self._refresh_token:
+            return
+        self._refresh_token = grant.refresh_token
+        if self._tenant.refresh_token_file is None:
+            return
+        try:
+            write_secret_file(self._tenant.refresh_token_file, grant.refresh_token)
+        except OSError as exc:
+            # Still usable in memory; a restart would fall back to the older token on disk.
+            self.write_errors += 1
+            log.error(
+                "cannot write rotated refresh token; a restart would use the older one",
+                extra={
+                    "tenant": self._tenant.name,
+                    "path": str(self._tenant.refresh_token_file),
+                    "err": exc.strerror or type(exc).__name__,
+                },
+            )
+
+    def secrets(self) -> tuple[Secret, ...]:
+        """Every secret this cache holds, so that error texts can be scrubbed of them."""
+        return tuple(s for s in (self._token, self._refresh_token) if s is not None)
+
+    def invalidate(self) -> None:
+        """Forget the access token (after a 401), so that the next request gets a new one."""
+        self._token = None
+        self._renew_at = 0.0
+
+
+def write_secret_file(path: Path, secret: Secret) -> None:
+    """Replace `path` atomically with `secret` (mode 0600)."""
+    write_atomically(path, secret.reveal() + "\n")
