@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import textwrap
 import time
@@ -11,6 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 
 from exporter.config import Config, parse_config
 
@@ -106,3 +111,26 @@ def tenant_yaml(name: str, endpoint: str = "summary", extra: str = "") -> str:
     ]
     lines += [f"  {x}" for x in textwrap.dedent(extra).strip("\n").splitlines() if x]
     return "\n".join(lines) + "\n"
+
+
+def certificate_pem(
+    days: float = 365, *, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | None = None
+) -> tuple[bytes, bytes, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey]:
+    """(private key PEM, certificate PEM, key) of a self-signed app certificate valid for `days` from now."""
+    key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "partnercenter-exporter test")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return key_pem, certificate.public_bytes(serialization.Encoding.PEM), key

@@ -6,6 +6,9 @@ import dataclasses
 import logging
 import os
 import pickle
+import shutil
+import subprocess
+import sys
 import traceback
 from pathlib import Path
 
@@ -660,3 +663,105 @@ def test_error_messages_never_echo_a_secret(text: str) -> None:
     assert INLINE_SECRET not in "".join(traceback.format_exception(info.value))
 
 
+
+
+# --- limits, payment terms, values from the environment -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("top", "expected"),
+    [
+        ("concurrency: 1001\n", "concurrency: must be between 1 and 1000"),
+        ("concurrency: 1000000000\n", "concurrency: must be between 1 and 1000"),
+        ("interval: 1.0e-9\n", "interval: must be at least 1s"),
+        ("interval: 999ms\n", "interval: must be at least 1s"),
+        ("payment_terms: 0\n", "payment_terms: must be a positive duration"),
+        ("payment_terms: soon\n",
+         'payment_terms: invalid duration "soon": use e.g. 500ms, 30s, 10m, 1h30m, 1d or seconds'),
+    ],
+)  # fmt: skip
+def test_limits(top: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        config_with(top=top)
+    assert str(info.value) == expected
+
+
+def test_one_second_interval_and_a_thousand_slots_are_accepted() -> None:
+    config = config_with(top="interval: 1s\nconcurrency: 1000\n")
+    assert (config.interval, config.concurrency) == (1.0, 1000)
+
+
+def test_payment_terms_default_and_per_tenant_override() -> None:
+    config = parse(
+        "payment_terms: 30d\ntenants:\n"
+        f"{TENANT}"
+        f"{TENANT.replace('contoso', 'fabrikam')}    payment_terms: 45d\n"
+    )
+    assert config.payment_terms == 30 * 86400
+    assert [t.payment_terms for t in config.tenants] == [30 * 86400, 45 * 86400]
+    assert config_with().tenants[0].payment_terms is None
+
+
+@pytest.mark.parametrize(
+    ("top", "tenant_extra", "expected"),
+    [
+        ("cloud: ${SECRET}\n", "", "cloud: unknown cloud (the value of ${SECRET}): use global, usgov or china"),
+        ("interval: ${SECRET}\n", "", "interval: invalid duration (the value of ${SECRET}): use e.g. 500ms, 30s, 10m, "
+         "1h30m, 1d or seconds"),
+        ("", "    endpoint: x${SECRET}\n",
+         "tenants[0].endpoint: unknown endpoint (the value of ${SECRET}): use summary or summaries"),
+        ("", "    refresh_token_file: ${SECRET}\n",
+         "tenants[0].refresh_token_file: cannot read (the value of ${SECRET}): No such file or directory"),
+    ],
+)  # fmt: skip
+def test_errors_name_the_variable_never_its_value(top: str, tenant_extra: str, expected: str) -> None:
+    secret = "hunter2-VALUE-from-env"
+    with pytest.raises(ConfigError) as info:
+        config_with(top=top, tenant_extra=tenant_extra, environ={"SECRET": secret})
+    assert str(info.value) == expected
+    assert secret not in "".join(traceback.format_exception(info.value))
+
+
+def test_duplicate_tenant_name_from_the_environment_is_not_echoed() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(f"tenants:\n{TENANT}{TENANT.replace('name: contoso', 'name: ${NAME}')}", {"NAME": "contoso"})
+    assert str(info.value) == "tenants[1].name: duplicate tenant name (the value of ${NAME}) (also tenants[0])"
+
+
+def test_refresh_token_file_needs_a_writable_directory(tmp_path: Path) -> None:
+    (tmp_path / "not-a-dir").write_text("x")
+    token = tmp_path / "ok.token"
+    token.write_text("tok\n")
+    with pytest.raises(ConfigError) as info:
+        parse(
+            f"tenants:\n{TENANT}    refresh_token_file: not-a-dir/tok\n",
+            base_dir=tmp_path,
+        )
+    # Unreadable first: a token that cannot be read cannot be refreshed either.
+    assert str(info.value) == "tenants[0].refresh_token_file: cannot read not-a-dir/tok: Not a directory"
+    assert parse(f"tenants:\n{TENANT}    refresh_token_file: ok.token\n", base_dir=tmp_path).tenants[0].refresh_token
+
+
+def test_refresh_token_file_in_a_read_only_directory_is_refused(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    (tokens / "t.token").write_text("tok\n")
+    config = tmp_path / "config.yml"
+    config.write_text(f"tenants:\n{TENANT}    refresh_token_file: tokens/t.token\n")
+    tokens.chmod(0o555)
+    check = [sys.executable, "-m", "exporter", f"--config.file={config}", "--config.check"]
+    if os.geteuid() == 0:
+        # Root writes anywhere: check without the capability that lets it.
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv (util-linux) to drop CAP_DAC_OVERRIDE")
+        check = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--", *check]
+    try:
+        done = subprocess.run(check, capture_output=True, text=True, check=False, timeout=60)
+    finally:
+        tokens.chmod(0o755)
+    assert done.returncode == 2, done.stderr
+    assert (
+        "tenants[0].refresh_token_file: cannot write in the directory of tokens/t.token: Permission denied "
+        "(rotated refresh tokens are written back there)"
+    ) in done.stderr

@@ -19,6 +19,7 @@ from tests.processes import (
     monotonic,
     sample,
     scrape,
+    set_faults,
     sim_stats,
     start_exporter,
     start_simulator,
@@ -258,6 +259,34 @@ def test_once_prints_exposition_and_reports_failure(stack: Stack) -> None:
     assert result.returncode == 1  # gamma fails
     assert 'partnercenter_balance{currency="USD",tenant="alpha"} 1234.5' in result.stdout
     assert 'partnercenter_up{tenant="gamma"} 0.0' in result.stdout
+
+
+def test_once_prints_every_tenant_when_a_token_answer_is_hostile(stack: Stack) -> None:
+    # A 200 from the token endpoint whose expires_in int() cannot read used to crash the poll: no output at all.
+    bad = {
+        "kind": "status",
+        "status": 200,
+        "endpoint": "token",
+        "body": '{"access_token":"t","expires_in":"\u00b2\u00b3"}',
+    }
+    set_faults(stack.sim, "alpha.onmicrosoft.com", [bad])
+    result = subprocess.run(
+        [*exporter_command(), f"--config.file={stack.config}", "--once"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env={"BETA_SECRET": SECRETS["beta"], "PATH": "/usr/bin:/bin"},
+        cwd=stack.tmp,
+    )
+    assert result.returncode == 1
+    assert 'partnercenter_up{tenant="alpha"} 0.0' in result.stdout
+    assert (
+        'partnercenter_api_request_errors_total{endpoint="token",status_code="invalid_response",tenant="alpha"} 1.0'
+        in result.stdout
+    )
+    assert 'partnercenter_balance{currency="EUR",tenant="delta"} 120000.0' in result.stdout
+    assert "Traceback" not in result.stderr
 
 
 def test_config_check_rejects_bad_config_with_key_path(tmp_path: Path) -> None:

@@ -69,7 +69,17 @@ CASES = [
     Case("token401", [{"kind": "status", "status": 401, "endpoint": "token"}], "token", "401", revoke=True),
     Case("token500", [{"kind": "status", "status": 500, "endpoint": "token"}], "token", "500", revoke=True),
     Case("token503", [{"kind": "status", "status": 503, "endpoint": "token"}], "token", "503", revoke=True),
-]
+    *(
+        Case(name, [{"kind": "status", "status": 200, "endpoint": "token", "body": body}], "token", "invalid_response",
+             revoke=True)
+        for name, body in (
+            ("tokensuperscript", '{"access_token": "t", "expires_in": "\u00b2\u00b3"}'),
+            ("tokenlongint", '{"access_token": "t", "expires_in": ' + "9" * 5000 + "}"),
+            ("tokennonascii", '{"access_token": "t\u00f6k", "expires_in": 3600}'),
+            ("tokenhtml", "<html>proxy sign-in</html>"),
+        )
+    ),
+]  # fmt: skip
 HEALTHY = ("healthy", "revoked", "shortlived")
 
 

@@ -1,0 +1,243 @@
+"""The poller's tokens and hostile answers (httpx.MockTransport): MFA, clouds, credentials, Retry-After, files."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import urllib.parse
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+from exporter.config import Config
+from exporter.poller import MFA_HELP, Poller, RetryPolicy
+from exporter.snapshot import SnapshotStore, TenantState
+from tests.fakes import SUMMARIES_BODY, FakeUpstream, make_config, respond, tenant_yaml, token_response
+
+FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002, default_retry_after=60)
+MFA_401 = '{"code": 900421, "description": "Multi-factor authentication is required.", "data": [], "source": "PCAuth"}'
+
+
+def _run(config: Config, handler: httpx.MockTransport | FakeUpstream, polls: int = 1) -> tuple[Poller, SnapshotStore]:
+    store = SnapshotStore(config, time.time())
+    transport = handler.transport if isinstance(handler, FakeUpstream) else (lambda: handler)
+    poller = Poller(config, store, transport_factory=transport, retry=FAST)
+
+    async def go() -> None:
+        try:
+            for _ in range(polls):
+                await poller.poll_all()
+        finally:
+            await poller.aclose()
+
+    asyncio.run(go())
+    return poller, store
+
+
+def _state(store: SnapshotStore, name: str = "a") -> TenantState:
+    return store.current.tenants[name]
+
+
+def _jwt(**claims: object) -> str:
+    return jwt.encode(claims, "k" * 32, algorithm="HS256")
+
+
+def _app_user(tmp_path: Path, name: str = "a") -> str:
+    (tmp_path / f"{name}.token").write_text("refresh-0\n")
+    return tenant_yaml(name, endpoint="summaries", extra=f"refresh_token_file: {name}.token")
+
+
+class _Script:
+    """A MockTransport handler: a token from `tokens` per token request, `invoice` for every invoice request."""
+
+    def __init__(self, tokens: list[httpx.Response], invoice: httpx.Response | None = None) -> None:
+        self.tokens = tokens
+        self.invoice = invoice or httpx.Response(200, content=SUMMARIES_BODY)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.url.path.endswith("/token"):
+            return self.tokens.pop(0) if len(self.tokens) > 1 else self.tokens[0]
+        return self.invoice
+
+    def count(self, token: bool) -> int:
+        return sum(r.url.path.endswith("/token") == token for r in self.requests)
+
+
+def test_scope_follows_the_cloud_even_when_the_hosts_are_overridden(tmp_path: Path) -> None:
+    upstream = FakeUpstream()
+    _run(make_config(tmp_path, tenant_yaml("a"), cloud="china"), upstream)  # api_url/login_url point at fakes
+    form = urllib.parse.parse_qs(next(r for _, _, e, r in upstream.log if e == "token").content.decode())
+    assert form["scope"] == ["https://partner.partnercenterapi.microsoftonline.cn/.default"]
+
+
+@pytest.mark.parametrize(("amr", "expected"), [(["pwd", "mfa"], True), (["pwd"], False), (None, None)])
+def test_app_user_token_mfa_claim_is_published(tmp_path: Path, amr: list[str] | None, expected: bool | None) -> None:
+    token = _jwt(amr=amr, scp="user_impersonation") if amr is not None else "opaque-access-token"
+    script = _Script([token_response(token, refresh="refresh-1")])
+    _, store = _run(make_config(tmp_path, _app_user(tmp_path)), httpx.MockTransport(script))
+    assert _state(store).token_mfa is expected
+    assert _state(store).up is True
+
+
+def test_app_only_tenant_has_no_mfa_state(tmp_path: Path) -> None:
+    script = _Script([token_response(_jwt(roles=["x"]))], httpx.Response(200, json={"currencyCode": "USD"}))
+    _, store = _run(make_config(tmp_path, tenant_yaml("a")), httpx.MockTransport(script))
+    assert _state(store).token_mfa is None
+
+
+def test_the_900421_refusal_fetches_no_new_token_and_says_what_to_do(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    script = _Script([token_response(_jwt(amr=["pwd"]), refresh="refresh-1")], httpx.Response(401, text=MFA_401))
+    _, store = _run(make_config(tmp_path, _app_user(tmp_path)), httpx.MockTransport(script), polls=2)
+    state = _state(store)
+    assert state.up is False
+    assert state.token_mfa is False
+    assert state.errors[("summaries", "401")] == 2
+    assert script.count(token=True) == 1  # a new token from the same consent cannot add MFA: none is asked for
+    assert script.count(token=False) == 2  # one call per poll, no retry
+    assert state.last_error == MFA_HELP
+    refusals = [r for r in caplog.records if r.levelno == logging.ERROR and "MFA" in r.getMessage()]
+    assert len(refusals) == 2
+    assert refusals[0].code == "900421"  # type: ignore[attr-defined]
+
+
+def test_a_plain_401_still_gets_one_new_token(tmp_path: Path) -> None:
+    refused = httpx.Response(401, text='{"code": 3000}')
+    script = _Script([token_response(_jwt(amr=["pwd", "mfa"]), refresh="r")], refused)
+    _, store = _run(make_config(tmp_path, _app_user(tmp_path)), httpx.MockTransport(script))
+    assert script.count(token=True) == 2
+    assert _state(store).errors[("summaries", "401")] == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        '{"access_token": "t", "expires_in": "\u00b2\u00b3"}',
+        '{"access_token": "t", "expires_in": ' + "9" * 5000 + "}",
+        '{"access_token": "t\u00f6ken", "expires_in": 3600}',
+        '{"access_token": "two words", "expires_in": 3600}',
+        '{"access_token": 12345, "expires_in": 3600}',
+        '{"access_token": "", "expires_in": 3600}',
+        '{"expires_in": 3600}',
+        '{"access_token": "t"}',
+        '{"access_token": "t", "expires_in": -1}',
+        '{"access_token": "t", "expires_in": 1e300}',
+        '{"access_token": "t", "expires_in": "NaN"}',
+        '{"access_token": "t", "expires_in": true}',
+        '{"access_token": "t", "expires_in": 3600, "refresh_token": ["x"]}',
+        '{"access_token": "t", "expires_in": 3600, "refresh_token": "new\\nline"}',
+        "[]",
+        "<html>sign in</html>",
+    ],
+)
+def test_a_malformed_token_answer_is_an_invalid_response(
+    tmp_path: Path, answer: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    upstream = FakeUpstream(token_scripts={"a.onmicrosoft.com": [respond(200, answer)]})
+    _, store = _run(make_config(tmp_path, tenant_yaml("a")), upstream, polls=2)
+    state = _state(store)
+    assert state.up is False
+    assert state.errors[("token", "invalid_response")] == 2  # counted, and the next poll tried again
+    assert state.requests["summary"] == 0
+    assert state.last_error is not None
+    assert state.last_error.startswith("token: invalid_response: token answer")
+    assert len([r for r in caplog.records if r.getMessage() == "request failed"]) == 2
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback
+
+
+def test_retry_after_is_capped_at_max_staleness(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    upstream = FakeUpstream(tenants={"a.onmicrosoft.com": [respond(429, "", {"Retry-After": "99999999"})]})
+    poller, _ = _run(make_config(tmp_path, tenant_yaml("a"), max_staleness="2h"), upstream)
+    assert poller._tenants["a"].not_before - time.monotonic() == pytest.approx(7200, abs=30)
+    (capped,) = [r for r in caplog.records if "Retry-After longer than max_staleness" in r.getMessage()]
+    assert capped.retry_after == 99999999  # type: ignore[attr-defined]
+
+
+def test_entra_error_ids_reach_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    body = (Path(__file__).parent / "data" / "bodies" / "error-entra.json").read_text()
+    upstream = FakeUpstream(token_scripts={"a.onmicrosoft.com": [respond(400, body)]})
+    _, store = _run(make_config(tmp_path, _app_user(tmp_path)), upstream)
+    (failure,) = [r for r in caplog.records if r.getMessage() == "request failed"]
+    assert failure.code == "AADSTS700082"  # type: ignore[attr-defined]
+    assert failure.trace_id == "6a0d5e1b-3c5f-4b7a-9f0e-2d3c4b5a6f70"  # type: ignore[attr-defined]
+    assert failure.entra_correlation_id == "0c9e8d7f-6a5b-4c3d-8e2f-1a0b9c8d7e6f"  # type: ignore[attr-defined]
+    assert failure.status == 400  # type: ignore[attr-defined]
+    assert _state(store).errors[("token", "400")] == 1
+
+
+def test_a_refresh_token_that_cannot_be_saved_is_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    (tokens / "a.token").write_text("refresh-0\n")
+    config = make_config(tmp_path, tenant_yaml("a", endpoint="summaries", extra="refresh_token_file: tokens/a.token"))
+    (tokens / "a.token").unlink()
+    tokens.rmdir()  # the directory went away after start-up: the rotated token cannot be written
+    upstream = FakeUpstream()
+    now = [1_000_000.0]
+    store = SnapshotStore(config, time.time())
+    poller = Poller(config, store, transport_factory=upstream.transport, retry=FAST, clock=lambda: now[0])
+
+    async def go() -> None:
+        await poller.poll_all()
+        now[0] += 3600  # the next poll needs a new token, and rotates the refresh token again
+        await poller.poll_all()
+        await poller.aclose()
+
+    asyncio.run(go())
+    state = _state(store)
+    assert state.refresh_token_write_errors == 2
+    assert state.up is True  # the rotated token is still used from memory
+    assert len([r for r in caplog.records if "cannot write rotated refresh token" in r.getMessage()]) == 2
+
+
+def test_temp_files_of_a_killed_token_write_are_removed_at_start(tmp_path: Path) -> None:
+    (tmp_path / "a.token").write_text("refresh-0\n")
+    orphan = tmp_path / ".a.token.k1ll3d.tmp"
+    orphan.write_text("refresh-that-was-being-written\n")
+    other = tmp_path / ".b.token.x.tmp"
+    other.write_text("not ours")
+    config = make_config(tmp_path, tenant_yaml("a", endpoint="summaries", extra="refresh_token_file: a.token"))
+    Poller(config, SnapshotStore(config, time.time()))
+    assert not orphan.exists()
+    assert other.exists()
+
+
+def test_clients_are_opened_for_at_most_as_many_tenants_as_there_are(tmp_path: Path) -> None:
+    opened: list[httpx.MockTransport] = []
+    upstream = FakeUpstream()
+
+    def transport() -> httpx.MockTransport:
+        opened.append(upstream.transport())
+        return opened[-1]
+
+    config = make_config(tmp_path, tenant_yaml("a") + tenant_yaml("b"), concurrency=1000)
+    store = SnapshotStore(config, time.time())
+    poller = Poller(config, store, transport_factory=transport, retry=FAST)
+
+    async def go() -> None:
+        await poller.poll_all()
+        await poller.aclose()
+
+    asyncio.run(go())
+    assert len(opened) == 2
+    assert all(s.up for s in store.current.tenants.values())
+
+
+def test_an_unreadable_assertion_file_fails_the_poll_without_a_request(tmp_path: Path) -> None:
+    assertion = tmp_path / "federated-token"
+    assertion.write_text("header.payload.signature\n")
+    credential = "client_assertion_file: federated-token"
+    config = make_config(tmp_path, tenant_yaml("a").replace("client_secret: secret-of-a", credential.strip()))
+    assertion.unlink()
+    upstream = FakeUpstream()
+    _, store = _run(config, upstream)
+    state = _state(store)
+    assert state.up is False
+    assert state.requests == {"token": 0, "summary": 0}
+    assert state.last_error == f"cannot read client_assertion_file {assertion}: No such file or directory"
