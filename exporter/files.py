@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import glob
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -33,13 +33,27 @@ def write_atomically(path: Path, text: str) -> None:
         os.close(dir_fd)
 
 
-def remove_orphans(path: Path) -> list[Path]:
-    """Delete temp files a killed `write_atomically(path, ...)` left behind (they may hold a valid token)."""
+def remove_orphans(paths: Iterable[Path]) -> list[Path]:
+    """Delete temp files a killed `write_atomically` of one of `paths` left behind (they may hold a valid token).
+
+    Each directory is listed once: a thousand token files in one directory must not mean a million names read.
+    """
+    wanted: dict[Path, set[str]] = {}
+    for path in paths:
+        wanted.setdefault(path.parent, set()).add(path.name)
     removed = []
-    for orphan in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+    for directory, names in wanted.items():
         try:
-            orphan.unlink()
+            entries = list(os.scandir(directory))
         except OSError:
             continue
-        removed.append(orphan)
+        for entry in entries:
+            # ".{name}.{mkstemp's random part, no dots}.tmp"
+            name = entry.name
+            if name.startswith(".") and name.endswith(".tmp") and name[1:].rsplit(".", 2)[0] in names:
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    continue
+                removed.append(Path(entry.path))
     return removed

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TypeVar
@@ -68,11 +68,10 @@ class _Tenant:
         self.task: asyncio.Task[None] | None = None
 
 
-def _new_tenant(config: TenantConfig) -> _Tenant:
-    if config.refresh_token_file is not None:
-        for orphan in remove_orphans(config.refresh_token_file):
-            log.warning("removed a temp file a killed token write left behind", extra={"path": str(orphan)})
-    return _Tenant(config)
+def _remove_orphans(tenants: Iterable[TenantConfig]) -> None:
+    """Delete what killed refresh-token writes left behind: a temp file holding a valid token."""
+    for orphan in remove_orphans(t.refresh_token_file for t in tenants if t.refresh_token_file is not None):
+        log.warning("removed a temp file a killed token write left behind", extra={"path": str(orphan)})
 
 
 class Poller:
@@ -96,7 +95,8 @@ class Poller:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._on_success = on_success
-        self._tenants = {t.name: _new_tenant(t) for t in config.tenants}
+        _remove_orphans(config.tenants)
+        self._tenants = {t.name: _Tenant(t) for t in config.tenants}
         self._client: PartnerCenterClient | None = None
         self._pending: list[tuple[str, Callable[[TenantState], TenantState]]] = []
         self._pending_success = False
@@ -158,7 +158,8 @@ class Poller:
         for tc in config.tenants:
             current = self._tenants.get(tc.name)
             if current is None:
-                self._tenants[tc.name] = _new_tenant(tc)
+                _remove_orphans([tc])
+                self._tenants[tc.name] = _Tenant(tc)
             elif _identity(current.config) != _identity(tc) or transport_changed:
                 if _identity(current.config) != _identity(tc):
                     restarted.append(tc.name)

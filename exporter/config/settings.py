@@ -191,6 +191,7 @@ class _Parser:
 
     def __init__(self, read: Reader) -> None:
         self._read = read
+        self._writable: set[Path] = set()  # directories already proven writable (one probe file per directory)
 
     def config(self, doc: Mapping_) -> Config:
         """Validate the top-level mapping."""
@@ -354,7 +355,9 @@ class _Parser:
         token = self._read.small_text_file(file, shown, where).strip()
         if not token:
             raise ConfigError(where, f"{shown} is empty")
-        check_writable_directory(file.parent, shown, where)
+        if file.parent not in self._writable:
+            check_writable_directory(file.parent, shown, where)
+            self._writable.add(file.parent)
         return file, Secret(token)
 
     def _thresholds(self, value: object, path: str) -> Mapping[str, Threshold]:
