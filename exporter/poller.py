@@ -22,7 +22,7 @@ from exporter.files import remove_orphans
 from exporter.secret import Secret
 from exporter.snapshot import SnapshotStore, TenantState
 from exporter.upstream.auth import CredentialError, TokenCache, token_form
-from exporter.upstream.client import PartnerCenterClient, TransportFactory, _Session
+from exporter.upstream.client import PartnerCenterClient, Session, TransportFactory
 from exporter.upstream.errors import UpstreamError
 from exporter.upstream.model import InvoiceSummary
 
@@ -269,7 +269,7 @@ class Poller:
             wait = self._config.max_staleness
         t.not_before = time.monotonic() + wait
 
-    async def _fetch_token(self, t: _Tenant, session: _Session, sent: list[tuple[str, str | None]]) -> Secret:
+    async def _fetch_token(self, t: _Tenant, session: Session, sent: list[tuple[str, str | None]]) -> Secret:
         tc = t.config
         client = self._clients
         form = token_form(tc, self._config.scope, client.token_url(tc.tenant_id), t.tokens.refresh_token)

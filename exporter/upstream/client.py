@@ -71,11 +71,11 @@ class PartnerCenterClient:
         return f"{self._login_url}/{tenant_id}/oauth2/v2.0/token"
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[_Session]:
+    async def slot(self) -> AsyncIterator[Session]:
         """Wait for a free client, and give it back afterwards."""
         client = await self._free.get()
         try:
-            yield _Session(client, self)
+            yield Session(client, self)
         finally:
             self._free.put_nowait(client)
 
@@ -84,7 +84,7 @@ class PartnerCenterClient:
         await asyncio.gather(*(c.aclose() for c in self._clients), return_exceptions=True)
 
 
-class _Session:
+class Session:
     """The requests of one poll, on the client of its slot."""
 
     def __init__(self, client: httpx.AsyncClient, owner: PartnerCenterClient) -> None:
