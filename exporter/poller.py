@@ -173,6 +173,9 @@ class Poller:
                 if reschedule:
                     self._stop(current)
         self._config = config
+        latest = time.monotonic() + config.max_staleness
+        for t in self._tenants.values():  # a Retry-After never outlasts the new max_staleness either
+            t.not_before = min(t.not_before, latest)
         self._store.replace_config(config, restarted, self._clock())
         if transport_changed and self._client is not None:
             old_pool, self._client = self._client, None
