@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,9 @@ ALERT_TESTS_PATHS = (
 )
 PROMETHEUS_CONFIG_PATH = REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml"
 RUNBOOK_PATH = REPO_ROOT / "docs" / "runbook.md"
-RUNBOOK_URL = "https://github.com/partnercenter-exporter/partnercenter-exporter/blob/main/docs/runbook.md"
+# Where docs/runbook.md is read: declared once, in pyproject.toml (deploy/kubernetes/generate.py writes it out).
+with (REPO_ROOT / "pyproject.toml").open("rb") as _pyproject:
+    RUNBOOK_URL: str = tomllib.load(_pyproject)["project"]["urls"]["Runbook"]
 JOB = "partnercenter-exporter"
 
 # The metric table of CONTRACT.md: name -> labels (besides job/instance added by Prometheus).

@@ -12,6 +12,7 @@ from tests.promql import (
     CURRENCY_METRICS,
     DASHBOARD_PATH,
     REPO_ROOT,
+    RUNBOOK_URL,
     check_exprs_parse,
     currency_mixing,
     data_panels,
@@ -81,6 +82,11 @@ def test_dashboard_is_valid_json_for_grafana_10_4() -> None:
     # An exported dashboard's ${DS_...} inputs only resolve on manual import, never with file provisioning.
     assert "__inputs" not in dashboard
     assert "${DS_" not in DASHBOARD_PATH.read_text(encoding="utf-8")
+
+
+def test_runbook_link_is_the_projects_runbook() -> None:
+    links = [link for link in load_dashboard()["links"] if link["title"] == "Runbook"]
+    assert [link["url"] for link in links] == [RUNBOOK_URL]
 
 
 def test_panel_ids_are_unique() -> None:

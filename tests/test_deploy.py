@@ -1235,6 +1235,31 @@ def test_generate_check_reports_a_stale_copy(tmp_path: Path) -> None:
     assert generate.stale(copies) == [changed]
 
 
+def test_generate_writes_the_runbook_address_everywhere(tmp_path: Path) -> None:
+    """A new `Runbook` in pyproject.toml reaches every runbook_url, the alert unit tests and the dashboard link."""
+    generate = _generate_module()
+    url = "https://wiki.example.com/ops/partnercenter-runbook"
+    alerts = generate.with_runbook_url(ALERTS.read_text(encoding="utf-8"), url)
+    rules = [r for g in yaml.safe_load(alerts)["groups"] for r in g["rules"] if "alert" in r]
+    assert rules
+    assert {r["annotations"]["runbook_url"] for r in rules} == {f"{url}#{r['alert'].lower()}" for r in rules}
+    assert generate.with_runbook_url(alerts, url) == alerts, "rewriting is idempotent"
+    # Only the addresses change: comments and layout stay.
+    assert alerts.splitlines()[:5] == ALERTS.read_text(encoding="utf-8").splitlines()[:5]
+    tests = yaml.safe_load(generate.with_runbook_url((ALERTS.parent / "alerts_test.yml").read_text("utf-8"), url))
+    expected = [
+        a["exp_annotations"]["runbook_url"]
+        for case in tests["tests"]
+        for check in case["alert_rule_test"]
+        for a in check.get("exp_alerts") or []
+    ]
+    assert expected
+    assert all(u.startswith(f"{url}#") for u in expected)
+    dashboard_text = (REPO / "grafana" / "partnercenter-exporter.json").read_text(encoding="utf-8")
+    dashboard = json.loads(generate.dashboard_with_runbook_url(dashboard_text, url))
+    assert [link["url"] for link in dashboard["links"] if link["title"] == "Runbook"] == [url]
+
+
 def test_dashboard_configmap_carries_the_shipped_dashboards() -> None:
     [configmap] = [o for o in _k8s_objects() if o["metadata"]["name"] == "partnercenter-exporter-dashboard"]
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
