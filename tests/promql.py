@@ -47,9 +47,14 @@ EXPORTED_METRICS: Mapping[str, frozenset[str]] = {
     "partnercenter_api_requests_total": frozenset({"tenant", "endpoint"}),
     "partnercenter_api_request_errors_total": frozenset({"tenant", "endpoint", "status_code"}),
     "partnercenter_token_expiry_timestamp_seconds": frozenset({"tenant"}),
+    "partnercenter_invoice_type_last_payment_timestamp_seconds": frozenset({"tenant", "currency", "invoice_type"}),
+    "partnercenter_payment_terms_seconds": frozenset({"tenant"}),
+    "partnercenter_token_mfa": frozenset({"tenant"}),
+    "partnercenter_credential_expiry_timestamp_seconds": frozenset({"tenant"}),
+    "partnercenter_refresh_token_write_errors_total": frozenset({"tenant"}),
     "partnercenter_config_last_reload_successful": frozenset(),
     "partnercenter_config_last_reload_success_timestamp_seconds": frozenset(),
-    "partnercenter_exporter_build_info": frozenset({"version"}),
+    "partnercenter_exporter_build_info": frozenset({"version", "revision", "python_version"}),
 }
 CURRENCY_METRICS = frozenset(name for name, labels in EXPORTED_METRICS.items() if "currency" in labels)
 

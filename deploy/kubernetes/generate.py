@@ -157,8 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in out_of_date:
             print(f"{path.relative_to(REPO)} is out of date: run python deploy/kubernetes/generate.py")
         return 1 if out_of_date else 0
-    for path, text in expected.items():
-        path.write_text(text, encoding="utf-8")
+    for path in stale(expected):
+        path.write_text(expected[path], encoding="utf-8")
         print(f"wrote {path.relative_to(REPO)}")
     return 0
 
