@@ -145,6 +145,37 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
+def selectors(expr: str) -> list[tuple[str, str]]:
+    """Every metric selector of `expr`: (metric name, its label matchers without spaces; "" without braces)."""
+    tokens = tokenize(expr)
+    found: list[tuple[str, str]] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        nxt = tokens[i + 1].text if i + 1 < len(tokens) else ""
+        if tok.text == "[":
+            i = _closing(tokens, i) + 1
+            continue
+        if tok.text == "{":  # a selector without a metric name
+            end = _closing(tokens, i)
+            found.append(("", "".join(t.text for t in tokens[i + 1 : end])))
+            i = end + 1
+            continue
+        if tok.kind == "ident" and tok.text in _GROUPING and nxt == "(":
+            i = _closing(tokens, i + 1) + 1
+            continue
+        is_operator = nxt == "(" or (tok.text in AGGREGATIONS and nxt in ("by", "without"))
+        if tok.kind == "ident" and tok.text not in _KEYWORDS and not is_operator:
+            if nxt == "{":
+                end = _closing(tokens, i + 1)
+                found.append((tok.text, "".join(t.text for t in tokens[i + 2 : end])))
+                i = end + 1
+                continue
+            found.append((tok.text, ""))
+        i += 1
+    return found
+
+
 @dataclass(frozen=True)
 class Aggregation:
     """An aggregation operator with its grouping clause (`modifier` is None without one)."""

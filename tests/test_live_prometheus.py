@@ -39,7 +39,18 @@ pytestmark = pytest.mark.e2e
 HEALTHY = ("contoso", "fabrikam")
 OVER_THRESHOLD = "northwind"
 FAILING = "adatum"
-# The token endpoint rejects adatum's credentials: its polls fail without retries.
+DEAD_REFRESH_TOKEN = "tailspin"
+# Payment terms: 30 days by default, ten years for fabrikam. contoso paid after its latest invoice; fabrikam has
+# not, but is within its terms; northwind is past them with a payment older than its invoice: overdue.
+PAYMENT_TERMS = "30d"
+FABRIKAM_PAYMENT_TERMS = "3650d"
+OVERDUE = ("northwind", "EUR")
+_DEAD_GRANT = (
+    '{"error": "invalid_grant", "error_description": "AADSTS700082: The refresh token has expired due to '
+    'inactivity.", "error_codes": [700082]}'
+)
+# The token endpoint rejects adatum's credentials: its polls fail without retries. tailspin is App+User with a
+# refresh token Entra no longer accepts (400 invalid_grant).
 SCENARIO: dict[str, Any] = {
     "seed": 1,
     "token_lifetime": 3600,
@@ -54,7 +65,7 @@ SCENARIO: dict[str, Any] = {
                     "symbol": "$",
                     "balance": 42000.5,
                     "invoice_types": {"Recurring": 30000, "OneTime": 12000.5},
-                    "last_payment": {"amount": 1000, "date": "2025-10-01T00:00:00Z"},
+                    "last_payment": {"amount": 1000, "date": "2025-11-15T00:00:00Z"},
                     "latest_invoice_date": "2025-11-01T00:00:00",
                 }
             ],
@@ -97,6 +108,14 @@ SCENARIO: dict[str, Any] = {
             "client_secret": "demo-adatum-secret",
             "currencies": [{"code": "USD", "symbol": "$", "balance": 1000}],
             "faults": [{"kind": "status", "status": 401, "endpoint": "token"}],
+        },
+        {
+            "tenant_id": "tailspin.onmicrosoft.com",
+            "client_id": "55555555-5555-4555-8555-555555555555",
+            "client_secret": "demo-tailspin-secret",
+            "refresh_token": "demo-tailspin-refresh-token",
+            "currencies": [{"code": "USD", "symbol": "$", "balance": 1000}],
+            "faults": [{"kind": "status", "status": 400, "endpoint": "token", "body": _DEAD_GRANT}],
         },
     ],
 }
@@ -159,27 +178,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     sim_url = f"http://127.0.0.1:{sim_port}"
 
     (tmp / "scenario.yml").write_text(yaml.safe_dump(SCENARIO, allow_unicode=True), encoding="utf-8")
-    (tmp / "fabrikam.token").write_text("demo-fabrikam-refresh-token\n", encoding="utf-8")
+    tenants = []
+    for tenant in SCENARIO["tenants"]:
+        name = tenant["tenant_id"].split(".")[0]
+        entry = {"name": name, **{k: tenant[k] for k in ("tenant_id", "client_id", "client_secret")}}
+        if "refresh_token" in tenant:
+            (tmp / f"{name}.token").write_text(tenant["refresh_token"] + "\n", encoding="utf-8")
+            entry.update(endpoint="summaries", refresh_token_file=str(tmp / f"{name}.token"))
+        if name == "fabrikam":
+            entry["payment_terms"] = FABRIKAM_PAYMENT_TERMS
+        tenants.append(entry)
     config = {
         "interval": "2s",
         "timeout": "5s",
         "api_url": sim_url,
         "login_url": sim_url,
+        "payment_terms": PAYMENT_TERMS,
         "thresholds": THRESHOLDS,
-        "tenants": [
-            {
-                "name": tenant["tenant_id"].split(".")[0],
-                "tenant_id": tenant["tenant_id"],
-                "client_id": tenant["client_id"],
-                "client_secret": tenant["client_secret"],
-                **(
-                    {"endpoint": "summaries", "refresh_token_file": str(tmp / "fabrikam.token")}
-                    if "refresh_token" in tenant
-                    else {}
-                ),
-            }
-            for tenant in SCENARIO["tenants"]
-        ],
+        "tenants": tenants,
     }
     (tmp / "exporter.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
     prometheus_config = {
@@ -259,10 +275,10 @@ def _alerts(stack: Stack) -> list[dict[str, Any]]:
 # Variable values to try every query with: Grafana's "All" (allValue .*), the multi-value regex Grafana
 # builds, and single values as a repeated panel gets them.
 SELECTIONS = (
-    {"tenant": ".*", "currency": ".*"},
-    {"tenant": "(contoso|fabrikam)", "currency": "(USD|EUR)"},
-    {"tenant": ".*", "currency": "GBP"},
-    {"tenant": OVER_THRESHOLD, "currency": "EUR"},
+    {"job": JOB, "tenant": ".*", "currency": ".*"},
+    {"job": f"({JOB})", "tenant": "(contoso|fabrikam)", "currency": "(USD|EUR)"},
+    {"job": JOB, "tenant": ".*", "currency": "GBP"},
+    {"job": JOB, "tenant": OVER_THRESHOLD, "currency": "EUR"},
 )
 
 
@@ -281,8 +297,8 @@ def test_every_panel_query_returns_data(stack: Stack) -> None:
 
 
 def test_overview_rows_are_per_tenant_and_currency(stack: Stack) -> None:
-    (table,) = [p for p in data_panels(load_dashboard()) if p["type"] == "table"]
-    balance = substitute(table["targets"][0]["expr"], {"tenant": ".*", "currency": ".*"})
+    (table,) = [p for p in data_panels(load_dashboard()) if p["title"] == "Balances by tenant and currency"]
+    balance = substitute(table["targets"][0]["expr"], {"job": JOB, "tenant": ".*", "currency": ".*"})
     expected = {("contoso", "USD"), ("fabrikam", "USD"), ("fabrikam", "EUR"), ("fabrikam", "GBP"), ("northwind", "EUR")}
 
     def rows() -> set[tuple[str, str]] | None:
@@ -296,6 +312,7 @@ def test_every_variable_query_returns_values(stack: Stack) -> None:
     variables = {v["name"]: v for v in query_variables(load_dashboard())}
     tenants = {t["tenant_id"].split(".")[0] for t in SCENARIO["tenants"]}
     expected = {
+        ("job", ".*"): {JOB},
         ("tenant", ".*"): tenants,
         ("currency", ".*"): {"USD", "EUR", "GBP"},
         ("currency", "fabrikam"): {"USD", "EUR", "GBP"},
@@ -304,7 +321,7 @@ def test_every_variable_query_returns_values(stack: Stack) -> None:
     for (name, tenant), want in expected.items():
         selector, label = parse_label_values(variable_query(variables[name]))
         if selector is not None:
-            selector = substitute(selector, {"tenant": tenant})
+            selector = substitute(selector, {"job": JOB, "tenant": tenant})
         wait_until(
             partial(_label_values_are, stack, label, selector, want),
             DEADLINE,
@@ -355,8 +372,9 @@ def test_failing_tenant_raises_its_alerts(stack: Stack) -> None:
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{_alerts(stack)}\n{stack.diagnostics()}") from exc
     auth = [a for a in _alerts(stack) if a["labels"]["alertname"] == "PartnerCenterAuthFailing"]
-    assert {(a["labels"]["tenant"], a["labels"]["endpoint"], a["labels"]["status_code"]) for a in auth} == {
-        (FAILING, "token", "401")
+    assert {(a["labels"]["tenant"], a["labels"]["endpoint"], a["labels"]["status_code"]) for a in auth} <= {
+        (FAILING, "token", "401"),
+        (DEAD_REFRESH_TOKEN, "token", "400"),
     }
     # Pending for a moment before the first scrape; gone once the exporter is scraped.
     wait_until(
@@ -365,3 +383,61 @@ def test_failing_tenant_raises_its_alerts(stack: Stack) -> None:
         interval=0.5,
         what="PartnerCenterExporterAbsent to clear",
     )
+
+
+def test_dead_refresh_token_raises_the_auth_alert(stack: Stack) -> None:
+    """400 invalid_grant from the token endpoint: its counter starts at 1, and the second failure makes it count."""
+
+    def dead_grant() -> list[dict[str, Any]] | None:
+        found = [
+            a
+            for a in _alerts(stack)
+            if a["labels"]["alertname"] == "PartnerCenterAuthFailing" and a["labels"]["tenant"] == DEAD_REFRESH_TOKEN
+        ]
+        return found or None
+
+    try:
+        [alert] = wait_until(
+            dead_grant, DEADLINE, interval=0.5, what=f"PartnerCenterAuthFailing for {DEAD_REFRESH_TOKEN}"
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_alerts(stack)}\n{stack.diagnostics()}") from exc
+    assert (alert["labels"]["endpoint"], alert["labels"]["status_code"]) == ("token", "400")
+
+
+def test_payment_overdue_alert_for_the_overdue_tenant_only(stack: Stack) -> None:
+    """Past its terms with an older payment: northwind. Paid since (contoso), within terms (fabrikam): quiet."""
+
+    def overdue() -> set[tuple[str, str]] | None:
+        found = {
+            (a["labels"]["tenant"], a["labels"]["currency"])
+            for a in _alerts(stack)
+            if a["labels"]["alertname"] == "PartnerCenterPaymentOverdue"
+        }
+        return found or None
+
+    try:
+        found = wait_until(overdue, DEADLINE, interval=0.5, what=f"PartnerCenterPaymentOverdue for {OVERDUE}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_alerts(stack)}\n{stack.diagnostics()}") from exc
+    assert found == {OVERDUE}
+
+
+def test_invoice_age_panel_shows_each_tenants_terms(stack: Stack) -> None:
+    (table,) = [p for p in data_panels(load_dashboard()) if p["title"] == "Invoice age and payment terms"]
+    [terms] = [t for t in table["targets"] if "partnercenter_payment_terms_seconds" in t["expr"]]
+    expr = substitute(terms["expr"], {"job": JOB, "tenant": ".*", "currency": ".*"})
+    want = {
+        ("contoso", "USD"): 30.0,
+        ("northwind", "EUR"): 30.0,
+        **{("fabrikam", c): 3650.0 for c in ("USD", "EUR", "GBP")},
+    }
+
+    def rows() -> dict[tuple[str, str], float] | None:
+        found = {
+            (r["metric"]["tenant"], r["metric"]["currency"]): float(r["value"][1])
+            for r in _query(stack, expr, instant=True)
+        }
+        return found if found == want else None
+
+    wait_until(rows, DEADLINE, interval=0.5, what=f"payment terms in days {want}")
