@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tomllib
+import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -29,10 +30,12 @@ from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
+import bcrypt
 import dockerfile
 import jsonschema
 import kubernetes_validate
 import pytest
+import trustme
 import yaml
 from docker.utils.build import exclude_paths
 from prometheus_client.parser import text_string_to_metric_families
@@ -645,6 +648,62 @@ def test_compose_stack_runs_against_the_simulator(tmp_path: Path, processes: lis
     process.send_signal(signal.SIGTERM)  # what `docker compose stop` sends
     assert process.wait(timeout=10) == 0
     assert _run_healthcheck(exporter["healthcheck"]["test"], {DEFAULT_PORT: port}) != 0
+
+
+def _status(url: str) -> int:
+    """The HTTP status `url` answers with (no credentials sent); 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def test_probes_need_no_credentials_with_basic_auth(tmp_path: Path, processes: list[subprocess.Popen[bytes]]) -> None:
+    """The paths Kubernetes and compose probe answer without credentials when basic auth guards /metrics."""
+    web_config = tmp_path / "web.yml"
+    hashed = bcrypt.hashpw(b"scrape-password", bcrypt.gensalt(rounds=4)).decode()
+    web_config.write_text(yaml.safe_dump({"basic_auth_users": {"prometheus": hashed}}), encoding="utf-8")
+    nowhere = f"http://127.0.0.1:{free_port()}"  # polls fail at once: the tenant is soon polled once
+    config = tmp_path / "config.yml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "interval": "1m",
+                "timeout": "2s",
+                "api_url": nowhere,
+                "login_url": nowhere,
+                "tenants": [
+                    {
+                        "name": "contoso",
+                        "tenant_id": "contoso.onmicrosoft.com",
+                        "client_id": "11111111-1111-4111-8111-111111111111",
+                        "client_secret": "not-a-real-secret",
+                    }
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    port = free_port()
+    processes.append(
+        _start(
+            [sys.executable, "-m", "exporter", f"--config.file={config}", f"--web.config.file={web_config}",
+             f"--web.listen-address=127.0.0.1:{port}"],
+            tmp_path / "exporter.log",
+        )
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    container = _container(_k8s_objects())
+    paths = {container[probe]["httpGet"]["path"] for probe in ("livenessProbe", "readinessProbe")}
+    healthcheck = " ".join(_compose()["services"]["exporter"]["healthcheck"]["test"])
+    paths |= set(re.findall(rf"127\.0\.0\.1:{DEFAULT_PORT}(/[\w/-]*)", healthcheck))
+    assert paths == {"/healthz", "/readyz"}
+    for path in sorted(paths):
+        wait_until(lambda path=path: _status(f"{base}{path}") == 200, 30, what=f"{path} without credentials")
+    assert _status(f"{base}/metrics") == 401, "basic auth is on: /metrics asks for credentials"
 
 
 def test_compose_prometheus_scrapes_and_alerts_the_stack(tmp_path: Path) -> None:
@@ -1317,12 +1376,94 @@ def test_kustomize_overlay_from_the_docs_replaces_config_and_secrets(tmp_path: P
             assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
-def _docs_overlay() -> str:
-    """The overlay kustomization.yaml shown in docs/deploy.md (the block that follows its marker)."""
+def _docs_block(marker: str) -> str:
+    """The YAML block of docs/deploy.md that follows `<!-- marker -->`."""
     text = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8")
-    match = re.search(r"<!-- overlay-kustomization -->\s*```yaml\n(.*?)```", text, re.DOTALL)
-    assert match, "docs/deploy.md lost its overlay example"
-    return match.group(1).replace("../../deploy/kubernetes", "../base")
+    match = re.search(rf"<!-- {re.escape(marker)} -->\s*```yaml\n(.*?)```", text, re.DOTALL)
+    assert match, f"docs/deploy.md lost its {marker} example"
+    return match.group(1)
+
+
+def _docs_overlay(marker: str = "overlay-kustomization") -> str:
+    """An overlay kustomization.yaml shown in docs/deploy.md, its base path pointing at ../base."""
+    return _docs_block(marker).replace("../../deploy/kubernetes", "../base")
+
+
+WORKLOAD_IDENTITY_TOKEN = "/var/run/secrets/azure/tokens/azure-identity-token"
+
+
+def _workload_identity_overlay(tmp_path: Path) -> list[dict[str, Any]]:
+    """docs/deploy.md's workload identity and certificate overlay, built by kustomize over a copy of the base."""
+    shutil.copytree(K8S, tmp_path / "base")
+    overlay = tmp_path / "overlay"
+    (overlay / "secrets").mkdir(parents=True)
+    (overlay / "kustomization.yaml").write_text(_docs_overlay("workload-identity-overlay"), encoding="utf-8")
+    (overlay / "serviceaccount.yaml").write_text(_docs_block("workload-identity-serviceaccount"), encoding="utf-8")
+    (overlay / "config.yml").write_text(_docs_block("workload-identity-config"), encoding="utf-8")
+    certificate = trustme.CA().issue_cert("partnercenter-exporter.example.com")
+    pem = certificate.private_key_pem.bytes() + certificate.cert_chain_pems[0].bytes()
+    (overlay / "secrets" / "northwind.pem").write_bytes(pem)
+    return _kustomize_build(overlay)
+
+
+def test_workload_identity_overlay_from_the_docs_wires_the_pod(tmp_path: Path) -> None:
+    built = _workload_identity_overlay(tmp_path)
+    for obj in built:
+        for version in K8S_VERSIONS:
+            _validate(obj, version)
+    assert kubernetes_wiring_problems(built) == []
+    template = _deployment(built)["spec"]["template"]
+    assert template["metadata"]["labels"]["azure.workload.identity/use"] == "true", "the webhook mutates only these"
+    [account] = [o for o in built if o["kind"] == "ServiceAccount"]
+    assert template["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    assert re.fullmatch(r"[0-9a-f-]{36}", account["metadata"]["annotations"]["azure.workload.identity/client-id"])
+    # The federated credential's subject, as the docs spell it, is this service account.
+    text = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert f"system:serviceaccount:{account['metadata']['namespace']}:{account['metadata']['name']}" in text
+    [configmap] = [o for o in built if o["metadata"]["name"].startswith("partnercenter-exporter-config-")]
+    tenants = {t["name"]: t for t in yaml.safe_load(configmap["data"]["config.yml"])["tenants"]}
+    assert tenants["contoso"]["client_assertion_file"] == WORKLOAD_IDENTITY_TOKEN
+    [secret] = [o for o in built if o["kind"] == "Secret"]
+    mount = next(m for m in _container(built)["volumeMounts"] if m["name"] == "secrets")
+    assert tenants["northwind"]["client_certificate_file"] == f"{mount['mountPath']}/northwind.pem"
+    assert set(secret["data"]) == {"northwind.pem"}
+
+
+def test_workload_identity_overlay_config_passes_config_check(tmp_path: Path) -> None:
+    """The docs' config, with the pod's mounts and the webhook's token laid out, as the exporter would see it."""
+    built = _workload_identity_overlay(tmp_path)
+    container = _container(built)
+    webhook = Mount(target=PurePosixPath(WORKLOAD_IDENTITY_TOKEN).parent.as_posix(),
+                    files={PurePosixPath(WORKLOAD_IDENTITY_TOKEN).name: b"eyJhbGciOiJSUzI1NiJ9.e30.c2ln"})  # fmt: skip
+    root = ContainerRoot(tmp_path / "exporter", [*_pod_mounts(built, container), webhook], tmp_path / "volumes")
+    config_file = _flag(container["args"], "--config.file")
+    assert config_file is not None
+    assert _check_paths_are_mounted(_load_yaml(root.path(config_file)), root) == []
+    rewritten = tmp_path / "config.yml"
+    rewritten.write_text(root.rewrite(root.path(config_file).read_text(encoding="utf-8")), encoding="utf-8")
+    summary = _assert_config_check_passes(rewritten)
+    assert "tenant=contoso" in summary
+    assert "tenant=northwind" in summary
+
+
+def test_existing_prometheus_example_from_the_docs_passes_promtool(tmp_path: Path) -> None:
+    """The rule_files and scrape job docs/deploy.md gives for an existing Prometheus, with the shipped rules."""
+    config = yaml.safe_load(_docs_block("existing-prometheus"))
+    [job] = config["scrape_configs"]
+    assert job["job_name"] == JOB
+    [rules] = config["rule_files"]
+    (tmp_path / rules).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ALERTS, tmp_path / rules)
+    (tmp_path / "prometheus.yml").write_text(_docs_block("existing-prometheus"), encoding="utf-8")
+    result = subprocess.run(
+        ["promtool", "check", "config", str(tmp_path / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS: 12 rules found" in result.stdout
 
 
 # --- systemd ---------------------------------------------------------------------------------------------------
