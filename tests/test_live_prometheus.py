@@ -137,6 +137,8 @@ class Stack:
         """The last lines of every process's output, for failure messages."""
         parts = []
         for path in self.logs:
+            if not path.exists():  # a process started later than the one that failed
+                continue
             lines = path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
             parts.append(f"--- {path.name}\n" + "\n".join(lines))
         return "\n".join(parts)
@@ -166,6 +168,14 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
 def _answers(url: str) -> bool:
     """True once `url` answers 200."""
     return httpx.get(url, timeout=2).status_code == 200
+
+
+def _wait_answers(url: str, process: subprocess.Popen[bytes], what: str) -> None:
+    """Wait for `url` to answer 200; fail at once, not at the deadline, if `process` exits first."""
+    state = wait_until(
+        lambda: "exited" if process.poll() is not None else _answers(url), DEADLINE, interval=0.2, what=what
+    )
+    assert state is True, f"{what}: the process exited with status {process.returncode}"
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +224,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             logs[0],
             processes,
         )  # fmt: skip
-        wait_until(lambda: _answers(f"{sim_url}/_sim/healthz"), DEADLINE, what="simulator healthz")
+        _wait_answers(f"{sim_url}/_sim/healthz", processes[-1], "simulator healthz")
         _start(
             [sys.executable, "-m", "exporter", f"--config.file={tmp / 'exporter.yml'}",
              f"--web.listen-address=127.0.0.1:{exporter_port}"],
@@ -222,7 +232,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             processes,
         )  # fmt: skip
         exporter_url = f"http://127.0.0.1:{exporter_port}"
-        wait_until(lambda: _answers(f"{exporter_url}/readyz"), DEADLINE, what="exporter readyz")
+        _wait_answers(f"{exporter_url}/readyz", processes[-1], "exporter readyz")
         _start(
             [prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
              f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
@@ -230,7 +240,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             processes,
         )  # fmt: skip
         prometheus_url = f"http://127.0.0.1:{prom_port}"
-        wait_until(lambda: _answers(f"{prometheus_url}/-/ready"), DEADLINE, what="prometheus ready")
+        _wait_answers(f"{prometheus_url}/-/ready", processes[-1], "prometheus ready")
         yield Stack(exporter_url, prometheus_url, logs)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{Stack('', '', logs).diagnostics()}") from exc
