@@ -1400,7 +1400,10 @@ def _workload_identity_overlay(tmp_path: Path) -> list[dict[str, Any]]:
     (overlay / "kustomization.yaml").write_text(_docs_overlay("workload-identity-overlay"), encoding="utf-8")
     (overlay / "serviceaccount.yaml").write_text(_docs_block("workload-identity-serviceaccount"), encoding="utf-8")
     (overlay / "config.yml").write_text(_docs_block("workload-identity-config"), encoding="utf-8")
-    certificate = trustme.CA().issue_cert("partnercenter-exporter.example.com")
+    # Entra ID signs certificate credentials with RSA: an RSA key, as the docs' openssl command makes.
+    certificate = trustme.CA(key_type=trustme.KeyType.RSA).issue_cert(
+        "partnercenter-exporter.example.com", key_type=trustme.KeyType.RSA
+    )
     pem = certificate.private_key_pem.bytes() + certificate.cert_chain_pems[0].bytes()
     (overlay / "secrets" / "northwind.pem").write_bytes(pem)
     return _kustomize_build(overlay)

@@ -6,6 +6,7 @@ that the shipped rules evaluate cleanly and alert for the right tenants.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -40,11 +41,15 @@ HEALTHY = ("contoso", "fabrikam")
 OVER_THRESHOLD = "northwind"
 FAILING = "adatum"
 DEAD_REFRESH_TOKEN = "tailspin"
-# Payment terms: 30 days by default, ten years for fabrikam. contoso paid after its latest invoice; fabrikam has
-# not, but is within its terms; northwind is past them with a payment older than its invoice: overdue.
+# Payment terms: 30 days by default, 45 for fabrikam. contoso paid after its latest invoice; fabrikam has not,
+# but its invoice is ten days old, within its terms; northwind is past them with a payment older than its
+# invoice: overdue.
 PAYMENT_TERMS = "30d"
-FABRIKAM_PAYMENT_TERMS = "3650d"
+FABRIKAM_PAYMENT_TERMS = "45d"
 OVERDUE = ("northwind", "EUR")
+_NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+FABRIKAM_INVOICE = (_NOW - dt.timedelta(days=10)).isoformat()
+FABRIKAM_PAYMENT = (_NOW - dt.timedelta(days=40)).isoformat()
 _DEAD_GRANT = (
     '{"error": "invalid_grant", "error_description": "AADSTS700082: The refresh token has expired due to '
     'inactivity.", "error_codes": [700082]}'
@@ -81,8 +86,8 @@ SCENARIO: dict[str, Any] = {
                     "symbol": symbol,
                     "balance": balance,
                     "invoice_types": {"Recurring": balance - 100, "OneTime": 100},
-                    "last_payment": {"amount": 500, "date": "2025-09-15T00:00:00Z"},
-                    "latest_invoice_date": "2025-11-01T00:00:00Z",
+                    "last_payment": {"amount": 500, "date": FABRIKAM_PAYMENT},
+                    "latest_invoice_date": FABRIKAM_INVOICE,
                 }
                 for code, symbol, balance in (("USD", "$", 10000), ("EUR", "€", 20000), ("GBP", "£", 5000))
             ],
@@ -440,7 +445,7 @@ def test_invoice_age_panel_shows_each_tenants_terms(stack: Stack) -> None:
     want = {
         ("contoso", "USD"): 30.0,
         ("northwind", "EUR"): 30.0,
-        **{("fabrikam", c): 3650.0 for c in ("USD", "EUR", "GBP")},
+        **{("fabrikam", c): 45.0 for c in ("USD", "EUR", "GBP")},
     }
 
     def rows() -> dict[tuple[str, str], float] | None:
