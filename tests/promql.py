@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,9 @@ ALERT_TESTS_PATHS = (
 )
 PROMETHEUS_CONFIG_PATH = REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml"
 RUNBOOK_PATH = REPO_ROOT / "docs" / "runbook.md"
-RUNBOOK_URL = "https://github.com/partnercenter-exporter/partnercenter-exporter/blob/main/docs/runbook.md"
+# Where docs/runbook.md is read: declared once, in pyproject.toml (deploy/kubernetes/generate.py writes it out).
+with (REPO_ROOT / "pyproject.toml").open("rb") as _pyproject:
+    RUNBOOK_URL: str = tomllib.load(_pyproject)["project"]["urls"]["Runbook"]
 JOB = "partnercenter-exporter"
 
 # The metric table of CONTRACT.md: name -> labels (besides job/instance added by Prometheus).
@@ -44,9 +47,14 @@ EXPORTED_METRICS: Mapping[str, frozenset[str]] = {
     "partnercenter_api_requests_total": frozenset({"tenant", "endpoint"}),
     "partnercenter_api_request_errors_total": frozenset({"tenant", "endpoint", "status_code"}),
     "partnercenter_token_expiry_timestamp_seconds": frozenset({"tenant"}),
+    "partnercenter_invoice_type_last_payment_timestamp_seconds": frozenset({"tenant", "currency", "invoice_type"}),
+    "partnercenter_payment_terms_seconds": frozenset({"tenant"}),
+    "partnercenter_token_mfa": frozenset({"tenant"}),
+    "partnercenter_credential_expiry_timestamp_seconds": frozenset({"tenant"}),
+    "partnercenter_refresh_token_write_errors_total": frozenset({"tenant"}),
     "partnercenter_config_last_reload_successful": frozenset(),
     "partnercenter_config_last_reload_success_timestamp_seconds": frozenset(),
-    "partnercenter_exporter_build_info": frozenset({"version"}),
+    "partnercenter_exporter_build_info": frozenset({"version", "revision", "python_version"}),
 }
 CURRENCY_METRICS = frozenset(name for name, labels in EXPORTED_METRICS.items() if "currency" in labels)
 
@@ -135,6 +143,37 @@ def metric_names(expr: str) -> set[str]:
                 names.add(tok.text)
         i += 1
     return names
+
+
+def selectors(expr: str) -> list[tuple[str, str]]:
+    """Every metric selector of `expr`: (metric name, its label matchers without spaces; "" without braces)."""
+    tokens = tokenize(expr)
+    found: list[tuple[str, str]] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        nxt = tokens[i + 1].text if i + 1 < len(tokens) else ""
+        if tok.text == "[":
+            i = _closing(tokens, i) + 1
+            continue
+        if tok.text == "{":  # a selector without a metric name
+            end = _closing(tokens, i)
+            found.append(("", "".join(t.text for t in tokens[i + 1 : end])))
+            i = end + 1
+            continue
+        if tok.kind == "ident" and tok.text in _GROUPING and nxt == "(":
+            i = _closing(tokens, i + 1) + 1
+            continue
+        is_operator = nxt == "(" or (tok.text in AGGREGATIONS and nxt in ("by", "without"))
+        if tok.kind == "ident" and tok.text not in _KEYWORDS and not is_operator:
+            if nxt == "{":
+                end = _closing(tokens, i + 1)
+                found.append((tok.text, "".join(t.text for t in tokens[i + 2 : end])))
+                i = end + 1
+                continue
+            found.append((tok.text, ""))
+        i += 1
+    return found
 
 
 @dataclass(frozen=True)

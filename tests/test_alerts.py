@@ -27,7 +27,7 @@ from tests.promql import (
     promtool,
 )
 
-# What the issue asks for, by alert name.
+# The alert names of the contract, besides the balance alert.
 REQUIRED_ALERTS = {
     "PartnerCenterBalanceHigh",
     "PartnerCenterTenantDown",
@@ -35,6 +35,11 @@ REQUIRED_ALERTS = {
     "PartnerCenterAuthFailing",
     "PartnerCenterThrottled",
     "PartnerCenterExporterAbsent",
+    "PartnerCenterConfigReloadFailed",
+    "PartnerCenterTokenWithoutMFA",
+    "PartnerCenterCredentialExpiring",
+    "PartnerCenterPaymentOverdue",
+    "PartnerCenterRefreshTokenNotSaved",
 }
 
 
@@ -103,6 +108,15 @@ def test_runbook_says_what_how_to_check_and_how_to_fix_for_every_alert() -> None
         body = sections[name]
         for part in ("**What it means.**", "**How to check.**", "**How to fix.**"):
             assert part in body, f"{name}: missing {part}"
+
+
+def test_runbook_explains_the_entra_codes_operators_meet() -> None:
+    sections = markdown_sections(RUNBOOK_PATH.read_text(encoding="utf-8"))
+    table = sections["Microsoft Entra error codes"]
+    for code in ("7000215", "7000222", "700027", "700082", "50173", "70043", "50076", "50079", "53003", "65001",
+                 "500011", "900421"):  # fmt: skip
+        assert re.search(rf"^\| `(AADSTS)?{code}`", table, re.MULTILINE) or f"`AADSTS{code}`" in table, code
+    assert "learn.microsoft.com/entra/identity-platform/reference-error-codes" in table
 
 
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: f"{r['alert']}-{r['labels']['severity']}")

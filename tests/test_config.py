@@ -518,14 +518,14 @@ def test_null_optional_values_count_as_unset() -> None:
 def test_yaml_merge_keys_are_refused() -> None:
     with pytest.raises(ConfigError) as info:
         parse(
-        "tenants:\n"
-        "  - &base\n"
-        "    name: contoso\n"
-        "    tenant_id: contoso.onmicrosoft.com\n"
-        "    client_id: 11111111-1111-4111-8111-111111111111\n"
-        "    client_secret: x\n"
-        "  - <<: *base\n"
-        "    name: other\n"
+            "tenants:\n"
+            "  - &base\n"
+            "    name: contoso\n"
+            "    tenant_id: contoso.onmicrosoft.com\n"
+            "    client_id: 11111111-1111-4111-8111-111111111111\n"
+            "    client_secret: x\n"
+            "  - <<: *base\n"
+            "    name: other\n"
         )
     assert str(info.value) == "tenants[1]: at line 7, column 5: merge keys (<<) are not supported; write the keys out"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ import pytest
 from tests.promql import (
     CURRENCY_METRICS,
     DASHBOARD_PATH,
+    JOB,
     REPO_ROOT,
+    RUNBOOK_URL,
     check_exprs_parse,
     currency_mixing,
     data_panels,
@@ -23,6 +26,7 @@ from tests.promql import (
     parse_label_values,
     query_variables,
     rate_interval_violations,
+    selectors,
     substitute,
     variable_query,
     variables_in,
@@ -31,7 +35,7 @@ from tests.promql import (
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 # What each variable stands for when an expression is checked: the "All" value of the multi-value variables,
 # a rate window for $__rate_interval.
-SUBSTITUTIONS = {"tenant": ".*", "currency": ".*", "__rate_interval": "2m", "datasource": "prometheus"}
+SUBSTITUTIONS = {"job": JOB, "tenant": ".*", "currency": ".*", "__rate_interval": "2m", "datasource": "prometheus"}
 # Grafana unit ids this dashboard may use (packages/grafana-data/src/valueFormats/categories.ts).
 KNOWN_UNITS = {
     "none", "short", "locale", "s", "ms", "d", "reqps", "dateTimeAsIso", "percentunit",
@@ -54,7 +58,10 @@ REQUIRED_METRICS = {
     "partnercenter_api_requests_total",
     "partnercenter_api_request_errors_total",
     "partnercenter_token_expiry_timestamp_seconds",
+    "partnercenter_payment_terms_seconds",
 }
+OVERVIEW_TITLE = "Balances by tenant and currency"
+INVOICE_AGE_TITLE = "Invoice age and payment terms"
 
 
 def _targets() -> list[tuple[dict[str, Any], dict[str, Any]]]:
@@ -81,6 +88,11 @@ def test_dashboard_is_valid_json_for_grafana_10_4() -> None:
     # An exported dashboard's ${DS_...} inputs only resolve on manual import, never with file provisioning.
     assert "__inputs" not in dashboard
     assert "${DS_" not in DASHBOARD_PATH.read_text(encoding="utf-8")
+
+
+def test_runbook_link_is_the_projects_runbook() -> None:
+    links = [link for link in load_dashboard()["links"] if link["title"] == "Runbook"]
+    assert [link["url"] for link in links] == [RUNBOOK_URL]
 
 
 def test_panel_ids_are_unique() -> None:
@@ -131,19 +143,41 @@ def test_rows_have_titles() -> None:
     assert all(row["title"].strip() for row in rows)
 
 
-def test_tenant_and_currency_variables_are_multi_select_label_values_queries() -> None:
+def test_job_tenant_and_currency_variables_are_multi_select_label_values_queries() -> None:
     variables = {v["name"]: v for v in query_variables(load_dashboard())}
-    assert set(variables) == {"tenant", "currency"}
+    assert set(variables) == {"job", "tenant", "currency"}
     for name, variable in variables.items():
         assert variable["multi"] is True, name
         assert variable["includeAll"] is True, name
         selector, label = parse_label_values(variable_query(variable))
         assert label == name
-        assert selector is not None
-        assert metric_names(selector) <= {"partnercenter_up", "partnercenter_balance"}
         assert variable["definition"] == variable_query(variable)
+        if name != "job":
+            assert selector is not None
+            assert metric_names(selector) <= {"partnercenter_up", "partnercenter_balance"}
+            assert 'job=~"$job"' in selector, name
+    # Jobs are those that scrape the exporter, whatever their name.
+    assert parse_label_values(variable_query(variables["job"])) == ("partnercenter_up", "job")
+    # "All" must be the jobs found, not `.*`: `up{job=~".*"}` would count every target Prometheus has.
+    assert variables["job"].get("allValue") in (None, "")
     # Currencies follow the tenant selection.
     assert "tenant" in variables_in(variable_query(variables["currency"]))
+
+
+def test_every_selector_filters_on_the_job_variable() -> None:
+    """No query names the job: another job name needs no change to the dashboard."""
+    exprs = [t["expr"] for _p, t in _targets()]
+    exprs += [
+        selector
+        for v in query_variables(load_dashboard())
+        if v["name"] != "job" and (selector := parse_label_values(variable_query(v))[0]) is not None
+    ]
+    for expr in exprs:
+        assert selectors(expr), expr
+        for name, matchers in selectors(expr):
+            assert 'job=~"$job"' in matchers, (name, expr)
+    for expr in exprs:
+        assert set(re.findall(r'\bjob\s*(=~|!~|!=|=)\s*"([^"]*)"', expr)) == {("=~", "$job")}, expr
 
 
 def test_every_variable_reference_is_defined() -> None:
@@ -157,7 +191,7 @@ def test_every_variable_reference_is_defined() -> None:
     for variable in query_variables(dashboard):
         used |= variables_in(variable_query(variable))
     assert used <= defined
-    assert {"tenant", "currency"} <= used
+    assert {"job", "tenant", "currency"} <= used
 
 
 @pytest.mark.parametrize("name_expr", sorted(_all_exprs().items()), ids=lambda x: x[0])
@@ -215,21 +249,55 @@ def test_money_charts_are_repeated_per_currency() -> None:
             assert "$currency" in panel["title"]
 
 
-def test_overview_table_has_the_requested_columns() -> None:
-    (table,) = [p for p in data_panels(load_dashboard()) if p["type"] == "table"]
-    names = {
-        prop["value"]
-        for override in table["fieldConfig"]["overrides"]
+def _table(title: str) -> dict[str, Any]:
+    (table,) = [p for p in data_panels(load_dashboard()) if p["type"] == "table" and p["title"] == title]
+    return table
+
+
+def _display_names(panel: dict[str, Any]) -> dict[str, str]:
+    """Field name (`Value #A`, `tenant`) -> the column title it is shown under."""
+    return {
+        override["matcher"]["options"]: prop["value"]
+        for override in panel["fieldConfig"]["overrides"]
         for prop in override["properties"]
         if prop["id"] == "displayName"
     }
-    assert names >= {
+
+
+def test_overview_table_has_the_requested_columns() -> None:
+    table = _table(OVERVIEW_TITLE)
+    assert set(_display_names(table).values()) >= {
         "Tenant", "Currency", "Balance", "Warning threshold", "Critical threshold", "Last payment",
         "Last payment date", "Days since last payment", "Latest invoice date", "Up",
     }  # fmt: skip
     for target in table["targets"]:
         assert target["instant"] is True
         assert target["format"] == "table"
+
+
+def test_invoice_age_table_sets_days_since_the_invoice_next_to_the_terms() -> None:
+    table = _table(INVOICE_AGE_TITLE)
+    names = _display_names(table)
+    columns = {names[f"Value #{t['refId']}"]: t["expr"] for t in table["targets"]}
+    age = " ".join(columns["Days since latest invoice"].split())
+    assert "time() - max by (tenant, currency) (partnercenter_latest_invoice_timestamp_seconds{" in age
+    assert age.endswith("/ 86400")
+    terms = " ".join(columns["Payment terms (days)"].split())
+    assert metric_names(terms) == {
+        "partnercenter_payment_terms_seconds",
+        "partnercenter_latest_invoice_timestamp_seconds",
+    }
+    assert terms.endswith("/ 86400")
+    assert {names["tenant"], names["currency"]} == {"Tenant", "Currency"}
+    for target in table["targets"]:
+        assert target["instant"] is True
+        assert target["format"] == "table"
+    # Both columns are days, and the terms are a whole number of them.
+    units = {
+        o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+        for o in table["fieldConfig"]["overrides"]
+    }
+    assert [units[f"Value #{t['refId']}"].get("unit") for t in table["targets"][:2]] == ["d", "d"]
 
 
 def test_every_expression_parses_with_promtool(tmp_path: Path) -> None:

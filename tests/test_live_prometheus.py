@@ -6,6 +6,7 @@ that the shipped rules evaluate cleanly and alert for the right tenants.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -39,7 +40,22 @@ pytestmark = pytest.mark.e2e
 HEALTHY = ("contoso", "fabrikam")
 OVER_THRESHOLD = "northwind"
 FAILING = "adatum"
-# The token endpoint rejects adatum's credentials: its polls fail without retries.
+DEAD_REFRESH_TOKEN = "tailspin"
+# Payment terms: 30 days by default, 45 for fabrikam. contoso paid after its latest invoice; fabrikam has not,
+# but its invoice is ten days old, within its terms; northwind is past them with a payment older than its
+# invoice: overdue.
+PAYMENT_TERMS = "30d"
+FABRIKAM_PAYMENT_TERMS = "45d"
+OVERDUE = ("northwind", "EUR")
+_NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+FABRIKAM_INVOICE = (_NOW - dt.timedelta(days=10)).isoformat()
+FABRIKAM_PAYMENT = (_NOW - dt.timedelta(days=40)).isoformat()
+_DEAD_GRANT = (
+    '{"error": "invalid_grant", "error_description": "AADSTS700082: The refresh token has expired due to '
+    'inactivity.", "error_codes": [700082]}'
+)
+# The token endpoint rejects adatum's credentials: its polls fail without retries. tailspin is App+User with a
+# refresh token Entra no longer accepts (400 invalid_grant).
 SCENARIO: dict[str, Any] = {
     "seed": 1,
     "token_lifetime": 3600,
@@ -54,7 +70,7 @@ SCENARIO: dict[str, Any] = {
                     "symbol": "$",
                     "balance": 42000.5,
                     "invoice_types": {"Recurring": 30000, "OneTime": 12000.5},
-                    "last_payment": {"amount": 1000, "date": "2025-10-01T00:00:00Z"},
+                    "last_payment": {"amount": 1000, "date": "2025-11-15T00:00:00Z"},
                     "latest_invoice_date": "2025-11-01T00:00:00",
                 }
             ],
@@ -70,8 +86,8 @@ SCENARIO: dict[str, Any] = {
                     "symbol": symbol,
                     "balance": balance,
                     "invoice_types": {"Recurring": balance - 100, "OneTime": 100},
-                    "last_payment": {"amount": 500, "date": "2025-09-15T00:00:00Z"},
-                    "latest_invoice_date": "2025-11-01T00:00:00Z",
+                    "last_payment": {"amount": 500, "date": FABRIKAM_PAYMENT},
+                    "latest_invoice_date": FABRIKAM_INVOICE,
                 }
                 for code, symbol, balance in (("USD", "$", 10000), ("EUR", "€", 20000), ("GBP", "£", 5000))
             ],
@@ -98,6 +114,14 @@ SCENARIO: dict[str, Any] = {
             "currencies": [{"code": "USD", "symbol": "$", "balance": 1000}],
             "faults": [{"kind": "status", "status": 401, "endpoint": "token"}],
         },
+        {
+            "tenant_id": "tailspin.onmicrosoft.com",
+            "client_id": "55555555-5555-4555-8555-555555555555",
+            "client_secret": "demo-tailspin-secret",
+            "refresh_token": "demo-tailspin-refresh-token",
+            "currencies": [{"code": "USD", "symbol": "$", "balance": 1000}],
+            "faults": [{"kind": "status", "status": 400, "endpoint": "token", "body": _DEAD_GRANT}],
+        },
     ],
 }
 THRESHOLDS = {code: {"warning": 50000, "critical": 100000} for code in ("USD", "EUR", "GBP")}
@@ -118,6 +142,8 @@ class Stack:
         """The last lines of every process's output, for failure messages."""
         parts = []
         for path in self.logs:
+            if not path.exists():  # a process started later than the one that failed
+                continue
             lines = path.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
             parts.append(f"--- {path.name}\n" + "\n".join(lines))
         return "\n".join(parts)
@@ -149,6 +175,14 @@ def _answers(url: str) -> bool:
     return httpx.get(url, timeout=2).status_code == 200
 
 
+def _wait_answers(url: str, process: subprocess.Popen[bytes], what: str) -> None:
+    """Wait for `url` to answer 200; fail at once, not at the deadline, if `process` exits first."""
+    state = wait_until(
+        lambda: "exited" if process.poll() is not None else _answers(url), DEADLINE, interval=0.2, what=what
+    )
+    assert state is True, f"{what}: the process exited with status {process.returncode}"
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Simulator, exporter and Prometheus on free 127.0.0.1 ports, stopped afterwards."""
@@ -159,27 +193,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     sim_url = f"http://127.0.0.1:{sim_port}"
 
     (tmp / "scenario.yml").write_text(yaml.safe_dump(SCENARIO, allow_unicode=True), encoding="utf-8")
-    (tmp / "fabrikam.token").write_text("demo-fabrikam-refresh-token\n", encoding="utf-8")
+    tenants = []
+    for tenant in SCENARIO["tenants"]:
+        name = tenant["tenant_id"].split(".")[0]
+        entry = {"name": name, **{k: tenant[k] for k in ("tenant_id", "client_id", "client_secret")}}
+        if "refresh_token" in tenant:
+            (tmp / f"{name}.token").write_text(tenant["refresh_token"] + "\n", encoding="utf-8")
+            entry.update(endpoint="summaries", refresh_token_file=str(tmp / f"{name}.token"))
+        if name == "fabrikam":
+            entry["payment_terms"] = FABRIKAM_PAYMENT_TERMS
+        tenants.append(entry)
     config = {
         "interval": "2s",
         "timeout": "5s",
         "api_url": sim_url,
         "login_url": sim_url,
+        "payment_terms": PAYMENT_TERMS,
         "thresholds": THRESHOLDS,
-        "tenants": [
-            {
-                "name": tenant["tenant_id"].split(".")[0],
-                "tenant_id": tenant["tenant_id"],
-                "client_id": tenant["client_id"],
-                "client_secret": tenant["client_secret"],
-                **(
-                    {"endpoint": "summaries", "refresh_token_file": str(tmp / "fabrikam.token")}
-                    if "refresh_token" in tenant
-                    else {}
-                ),
-            }
-            for tenant in SCENARIO["tenants"]
-        ],
+        "tenants": tenants,
     }
     (tmp / "exporter.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
     prometheus_config = {
@@ -198,7 +229,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             logs[0],
             processes,
         )  # fmt: skip
-        wait_until(lambda: _answers(f"{sim_url}/_sim/healthz"), DEADLINE, what="simulator healthz")
+        _wait_answers(f"{sim_url}/_sim/healthz", processes[-1], "simulator healthz")
         _start(
             [sys.executable, "-m", "exporter", f"--config.file={tmp / 'exporter.yml'}",
              f"--web.listen-address=127.0.0.1:{exporter_port}"],
@@ -206,7 +237,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             processes,
         )  # fmt: skip
         exporter_url = f"http://127.0.0.1:{exporter_port}"
-        wait_until(lambda: _answers(f"{exporter_url}/readyz"), DEADLINE, what="exporter readyz")
+        _wait_answers(f"{exporter_url}/readyz", processes[-1], "exporter readyz")
         _start(
             [prometheus, f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
              f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
@@ -214,7 +245,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             processes,
         )  # fmt: skip
         prometheus_url = f"http://127.0.0.1:{prom_port}"
-        wait_until(lambda: _answers(f"{prometheus_url}/-/ready"), DEADLINE, what="prometheus ready")
+        _wait_answers(f"{prometheus_url}/-/ready", processes[-1], "prometheus ready")
         yield Stack(exporter_url, prometheus_url, logs)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{Stack('', '', logs).diagnostics()}") from exc
@@ -259,10 +290,10 @@ def _alerts(stack: Stack) -> list[dict[str, Any]]:
 # Variable values to try every query with: Grafana's "All" (allValue .*), the multi-value regex Grafana
 # builds, and single values as a repeated panel gets them.
 SELECTIONS = (
-    {"tenant": ".*", "currency": ".*"},
-    {"tenant": "(contoso|fabrikam)", "currency": "(USD|EUR)"},
-    {"tenant": ".*", "currency": "GBP"},
-    {"tenant": OVER_THRESHOLD, "currency": "EUR"},
+    {"job": JOB, "tenant": ".*", "currency": ".*"},
+    {"job": f"({JOB})", "tenant": "(contoso|fabrikam)", "currency": "(USD|EUR)"},
+    {"job": JOB, "tenant": ".*", "currency": "GBP"},
+    {"job": JOB, "tenant": OVER_THRESHOLD, "currency": "EUR"},
 )
 
 
@@ -281,8 +312,8 @@ def test_every_panel_query_returns_data(stack: Stack) -> None:
 
 
 def test_overview_rows_are_per_tenant_and_currency(stack: Stack) -> None:
-    (table,) = [p for p in data_panels(load_dashboard()) if p["type"] == "table"]
-    balance = substitute(table["targets"][0]["expr"], {"tenant": ".*", "currency": ".*"})
+    (table,) = [p for p in data_panels(load_dashboard()) if p["title"] == "Balances by tenant and currency"]
+    balance = substitute(table["targets"][0]["expr"], {"job": JOB, "tenant": ".*", "currency": ".*"})
     expected = {("contoso", "USD"), ("fabrikam", "USD"), ("fabrikam", "EUR"), ("fabrikam", "GBP"), ("northwind", "EUR")}
 
     def rows() -> set[tuple[str, str]] | None:
@@ -296,6 +327,7 @@ def test_every_variable_query_returns_values(stack: Stack) -> None:
     variables = {v["name"]: v for v in query_variables(load_dashboard())}
     tenants = {t["tenant_id"].split(".")[0] for t in SCENARIO["tenants"]}
     expected = {
+        ("job", ".*"): {JOB},
         ("tenant", ".*"): tenants,
         ("currency", ".*"): {"USD", "EUR", "GBP"},
         ("currency", "fabrikam"): {"USD", "EUR", "GBP"},
@@ -304,7 +336,7 @@ def test_every_variable_query_returns_values(stack: Stack) -> None:
     for (name, tenant), want in expected.items():
         selector, label = parse_label_values(variable_query(variables[name]))
         if selector is not None:
-            selector = substitute(selector, {"tenant": tenant})
+            selector = substitute(selector, {"job": JOB, "tenant": tenant})
         wait_until(
             partial(_label_values_are, stack, label, selector, want),
             DEADLINE,
@@ -355,8 +387,9 @@ def test_failing_tenant_raises_its_alerts(stack: Stack) -> None:
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{_alerts(stack)}\n{stack.diagnostics()}") from exc
     auth = [a for a in _alerts(stack) if a["labels"]["alertname"] == "PartnerCenterAuthFailing"]
-    assert {(a["labels"]["tenant"], a["labels"]["endpoint"], a["labels"]["status_code"]) for a in auth} == {
-        (FAILING, "token", "401")
+    assert {(a["labels"]["tenant"], a["labels"]["endpoint"], a["labels"]["status_code"]) for a in auth} <= {
+        (FAILING, "token", "401"),
+        (DEAD_REFRESH_TOKEN, "token", "400"),
     }
     # Pending for a moment before the first scrape; gone once the exporter is scraped.
     wait_until(
@@ -365,3 +398,61 @@ def test_failing_tenant_raises_its_alerts(stack: Stack) -> None:
         interval=0.5,
         what="PartnerCenterExporterAbsent to clear",
     )
+
+
+def test_dead_refresh_token_raises_the_auth_alert(stack: Stack) -> None:
+    """400 invalid_grant from the token endpoint: its counter starts at 1, and the second failure makes it count."""
+
+    def dead_grant() -> list[dict[str, Any]] | None:
+        found = [
+            a
+            for a in _alerts(stack)
+            if a["labels"]["alertname"] == "PartnerCenterAuthFailing" and a["labels"]["tenant"] == DEAD_REFRESH_TOKEN
+        ]
+        return found or None
+
+    try:
+        [alert] = wait_until(
+            dead_grant, DEADLINE, interval=0.5, what=f"PartnerCenterAuthFailing for {DEAD_REFRESH_TOKEN}"
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_alerts(stack)}\n{stack.diagnostics()}") from exc
+    assert (alert["labels"]["endpoint"], alert["labels"]["status_code"]) == ("token", "400")
+
+
+def test_payment_overdue_alert_for_the_overdue_tenant_only(stack: Stack) -> None:
+    """Past its terms with an older payment: northwind. Paid since (contoso), within terms (fabrikam): quiet."""
+
+    def overdue() -> set[tuple[str, str]] | None:
+        found = {
+            (a["labels"]["tenant"], a["labels"]["currency"])
+            for a in _alerts(stack)
+            if a["labels"]["alertname"] == "PartnerCenterPaymentOverdue"
+        }
+        return found or None
+
+    try:
+        found = wait_until(overdue, DEADLINE, interval=0.5, what=f"PartnerCenterPaymentOverdue for {OVERDUE}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{_alerts(stack)}\n{stack.diagnostics()}") from exc
+    assert found == {OVERDUE}
+
+
+def test_invoice_age_panel_shows_each_tenants_terms(stack: Stack) -> None:
+    (table,) = [p for p in data_panels(load_dashboard()) if p["title"] == "Invoice age and payment terms"]
+    [terms] = [t for t in table["targets"] if "partnercenter_payment_terms_seconds" in t["expr"]]
+    expr = substitute(terms["expr"], {"job": JOB, "tenant": ".*", "currency": ".*"})
+    want = {
+        ("contoso", "USD"): 30.0,
+        ("northwind", "EUR"): 30.0,
+        **{("fabrikam", c): 45.0 for c in ("USD", "EUR", "GBP")},
+    }
+
+    def rows() -> dict[tuple[str, str], float] | None:
+        found = {
+            (r["metric"]["tenant"], r["metric"]["currency"]): float(r["value"][1])
+            for r in _query(stack, expr, instant=True)
+        }
+        return found if found == want else None
+
+    wait_until(rows, DEADLINE, interval=0.5, what=f"payment terms in days {want}")

@@ -1,17 +1,26 @@
-"""Generate the Kubernetes copies of the alert rules and the Grafana dashboards.
+"""Generate the Kubernetes copies of the alert rules and the Grafana dashboards; write the runbook's address.
 
 kustomize cannot read files outside its root (deploy/kubernetes/), so the PrometheusRule and the dashboard
-ConfigMap are committed copies of deploy/prometheus/alerts.yml and grafana/*.json. After changing either:
+ConfigMap are committed copies of deploy/prometheus/alerts.yml and grafana/*.json.
 
-    python deploy/kubernetes/generate.py            # rewrite the copies
-    python deploy/kubernetes/generate.py --check    # exit 1 when a copy is out of date (the tests check too)
+The runbook's address is declared once, as `Runbook` in `[project.urls]` of pyproject.toml. Every
+`runbook_url` of alerts.yml and of its unit tests (alerts_test.yml) is that address plus the alert's anchor,
+and the dashboards' "Runbook" link is that address: this script writes it into them. To point the alerts at
+your own copy of docs/runbook.md (a fork, an internal wiki), change `Runbook` and run it.
+
+After changing pyproject's `Runbook`, alerts.yml or grafana/*.json:
+
+    python deploy/kubernetes/generate.py            # rewrite the runbook addresses and the copies
+    python deploy/kubernetes/generate.py --check    # exit 1 when a file is out of date (the tests check too)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,12 +30,40 @@ import yaml
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
+ALERTS_TEST = REPO / "deploy" / "prometheus" / "alerts_test.yml"
+PYPROJECT = REPO / "pyproject.toml"
 DASHBOARDS = REPO / "grafana"
 PROMETHEUS_RULE = HERE / "prometheusrule.yaml"
 DASHBOARD_CONFIGMAP = HERE / "dashboard-configmap.yaml"
 
 NAME = "partnercenter-exporter"
 LABELS = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/component": "exporter"}
+
+
+def runbook_url() -> str:
+    """Return the runbook's address: `Runbook` in `[project.urls]` of pyproject.toml."""
+    with PYPROJECT.open("rb") as f:
+        url = tomllib.load(f)["project"]["urls"]["Runbook"]
+    if not isinstance(url, str) or not re.fullmatch(r"https?://\S+", url) or "#" in url:
+        raise ValueError(f"pyproject.toml: [project.urls] Runbook must be an http(s) address without #: {url!r}")
+    return url
+
+
+# A `runbook_url:` line of a rule file or of its unit tests: the address, then `#anchor` (kept as it is).
+_RUNBOOK_LINE = re.compile(r"^(?P<key>[ \t-]*runbook_url:[ \t]*)(?P<url>[^\s#]+)(?P<anchor>#\S*)?[ \t]*$", re.MULTILINE)
+
+
+def with_runbook_url(rules_text: str, url: str) -> str:
+    """Return a rule file (or promtool test file) whose every `runbook_url` starts with `url`."""
+    return _RUNBOOK_LINE.sub(lambda m: f"{m['key']}{url}{m['anchor'] or ''}", rules_text)
+
+
+def dashboard_with_runbook_url(dashboard_text: str, url: str) -> str:
+    """Return a dashboard whose "Runbook" links point at `url`, the rest of its text untouched."""
+    for link in json.loads(dashboard_text).get("links", []):
+        if link.get("title") == "Runbook" and link.get("url") != url:
+            dashboard_text = dashboard_text.replace(f'"url": {json.dumps(link["url"])}', f'"url": {json.dumps(url)}')
+    return dashboard_text
 
 
 def _header(source: str) -> str:
@@ -89,12 +126,17 @@ def read_dashboards(directory: Path = DASHBOARDS) -> dict[str, str]:
 
 
 def outputs() -> dict[Path, str]:
-    """Return every generated file's path and expected content."""
-    dashboards = read_dashboards()
+    """Return every generated file's path and expected content (the sources with the runbook's address)."""
+    url = runbook_url()
+    dashboards = {name: dashboard_with_runbook_url(text, url) for name, text in read_dashboards().items()}
     if not dashboards:
         raise ValueError(f"no dashboard (*.json) in {DASHBOARDS.relative_to(REPO)}/")
+    alerts = with_runbook_url(ALERTS.read_text(encoding="utf-8"), url)
     return {
-        PROMETHEUS_RULE: render_prometheus_rule(ALERTS.read_text(encoding="utf-8")),
+        ALERTS: alerts,
+        ALERTS_TEST: with_runbook_url(ALERTS_TEST.read_text(encoding="utf-8"), url),
+        **{DASHBOARDS / name: text for name, text in dashboards.items()},
+        PROMETHEUS_RULE: render_prometheus_rule(alerts),
         DASHBOARD_CONFIGMAP: render_dashboard_configmap(dashboards),
     }
 
@@ -115,8 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for path in out_of_date:
             print(f"{path.relative_to(REPO)} is out of date: run python deploy/kubernetes/generate.py")
         return 1 if out_of_date else 0
-    for path, text in expected.items():
-        path.write_text(text, encoding="utf-8")
+    for path in stale(expected):
+        path.write_text(expected[path], encoding="utf-8")
         print(f"wrote {path.relative_to(REPO)}")
     return 0
 
