@@ -26,10 +26,9 @@ from exporter.simulator import (
     ScenarioError,
     Simulator,
     TenantScenario,
-    default_scenario,
-    load_scenario,
     parse_scenario,
 )
+from exporter.version import version_line
 from tests.support import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -746,174 +745,6 @@ def test_quirks(quirky: Simulator, quirk: str) -> None:
     assert all(not check(plain) for name, check in QUIRK_CHECKS.items() if name not in (quirk, "bom"))
 
 
-# --- scenarios ---
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("tenants: nope", "tenants: must be a list"),
-        ("seed: 1", "tenants: must be a list"),
-        ("tenant: []", "tenant: unknown key"),
-        ("[1]", "must be a mapping"),
-        (
-            "tenants: [{tenant_id: a, client_id: b, currencies: [{code: USD, balance: 1}]}]",
-            "tenants[0].client_secret: required unless refresh_token is set",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: []}]",
-            "tenants[0].currencies: must list at least one currency",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: DOLLAR, balance: 1}]}]",
-            "tenants[0].currencies[0].code: must be a three-letter ISO 4217 code",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: USD, balance: x}]}]",
-            "tenants[0].currencies[0].balance: must be a number",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
-            "currencies: [{code: USD, balance: 5, invoice_types: {A: 1}}]}]",
-            "tenants[0].currencies[0].invoice_types: amounts must add up to the balance 5.0",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
-            "currencies: [{code: USD, balance: 1, drift: {invoice_every: 5}}]}]",
-            "tenants[0].currencies[0].drift.invoice_amount: required with invoice_every and invoice_amount",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
-            "currencies: [{code: USD, balance: 1, latest_invoice_date: yesterday}]}]",
-            "tenants[0].currencies[0].latest_invoice_date: must be an ISO 8601 date-time like 2026-11-01T00:00:00Z",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
-            "quirks: [odd], currencies: [{code: USD, balance: 1}]}]",
-            "tenants[0].quirks[0]: unknown quirk; known: bom, integer_amounts, lowercase_invoice_types, naive_dates, "
-            "no_details, null_symbol, seven_digit_fractions",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
-            "currencies: [{code: USD, balance: 1}], faults: [{kind: boom}]}]",
-            "tenants[0].faults[0].kind: must be one of empty, html, huge, latency, reset, slow_body, status, throttle, "
-            "timeout, truncated, xml",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
-            "currencies: [{code: USD, balance: 1}], faults: [{kind: status}]}]",
-            "tenants[0].faults[0].status: required for kind status: an HTTP status between 200 and 599",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
-            "currencies: [{code: USD, balance: 1}], faults: [{kind: reset, count: 0}]}]",
-            "tenants[0].faults[0].count: must be at least 1",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
-            "currencies: [{code: USD, balance: 1}], faults: [{kind: reset, endpoint: web}]}]",
-            "tenants[0].faults[0].endpoint: must be one of any, api, summaries, summary, token",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: USD, balance: 1}]},"
-            " {tenant_id: A, client_id: b, client_secret: c, currencies: [{code: USD, balance: 1}]}]",
-            "tenants[1].tenant_id: duplicate of tenants[0].tenant_id",
-        ),
-        ("token_lifetime: 0\ntenants: []", "token_lifetime: must be at least 1"),
-        ("expires_in_as_string: yes please\ntenants: []", "expires_in_as_string: must be true or false"),
-    ],
-)
-def test_invalid_scenarios_name_the_key_path(text: str, message: str) -> None:
-    with pytest.raises(ScenarioError) as caught:
-        parse_scenario(text)
-    assert str(caught.value) == message
-
-
-def test_scenario_file_format_example_parses(tmp_path: Path) -> None:
-    path = tmp_path / "scenario.yaml"
-    path.write_text(
-        """
-seed: 1
-token_lifetime: 3600
-expires_in_as_string: false
-latency: 0
-tenants:
-  - tenant_id: contoso.onmicrosoft.com
-    client_id: 11111111-1111-4111-8111-111111111111
-    client_secret: demo-contoso-secret
-    refresh_token: demo-fabrikam-refresh-token
-    token_lifetime: 60
-    latency: 0.1
-    currencies:
-      - code: USD
-        symbol: "$"
-        balance: 42000.5
-        invoice_types: {Recurring: 30000, OneTime: 12000.5}
-        last_payment: {amount: 1000, date: "2026-10-01T00:00:00Z"}
-        latest_invoice_date: 2026-11-01T00:00:00
-        drift: {invoice_every: 60, invoice_amount: 500, payment_every: 300, payment_amount: 2000}
-    quirks: [bom, naive_dates, integer_amounts, lowercase_invoice_types, null_symbol, no_details, seven_digit_fractions]
-    faults:
-      - {kind: status, status: 503, endpoint: summary, probability: 0.2}
-      - {kind: throttle, retry_after: 30, probability: 0.1}
-""",
-        encoding="utf-8",
-    )
-    scenario = load_scenario(path)
-    tenant = scenario.tenants[0]
-    assert tenant.token_lifetime == 60
-    assert tenant.currencies[0].latest_invoice_date == datetime(2026, 11, 1, tzinfo=UTC).timestamp()
-    assert tenant.faults[1] == Fault(kind="throttle", retry_after=30, probability=0.1)
-    assert "demo-contoso-secret" not in repr(scenario)
-    with pytest.raises(ScenarioError, match="cannot read scenario file"):
-        load_scenario(tmp_path / "missing.yaml")
-
-
-def test_default_scenario_has_the_documented_tenants() -> None:
-    scenario = default_scenario()
-    ids = [(t.tenant_id, t.client_id, t.client_secret, t.refresh_token) for t in scenario.tenants]
-    assert ids == [
-        ("contoso.onmicrosoft.com", "11111111-1111-4111-8111-111111111111", "demo-contoso-secret", None),
-        (
-            "fabrikam.onmicrosoft.com",
-            "22222222-2222-4222-8222-222222222222",
-            "demo-fabrikam-secret",
-            "demo-fabrikam-refresh-token",
-        ),
-        ("northwind.onmicrosoft.com", "33333333-3333-4333-8333-333333333333", "demo-northwind-secret", None),
-        ("adatum.onmicrosoft.com", "44444444-4444-4444-8444-444444444444", "demo-adatum-secret", None),
-    ]
-    contoso, fabrikam, northwind, adatum = scenario.tenants
-    assert [c.code for c in fabrikam.currencies] == ["USD", "EUR", "GBP"]
-    assert northwind.currencies[0].code == "EUR"
-    assert northwind.currencies[0].balance > 100_000
-    assert contoso.currencies[0].drift is not None
-    assert [(f.kind, f.status, f.retry_after, f.probability) for f in adatum.faults] == [
-        ("status", 503, None, 0.25),
-        ("throttle", None, 30, 0.05),
-    ]
-
-
-def test_generated_scenario() -> None:
-    scenario = Scenario.generated(12, currencies=2, latency=0.01)
-    assert len(scenario.tenants) == 12
-    assert scenario.latency == 0.01
-    first = scenario.tenants[0]
-    assert first.tenant_id == "tenant-0001.onmicrosoft.com"
-    assert first.client_id == str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-0001.onmicrosoft.com"))
-    assert first.client_secret == "secret-0001"
-    assert scenario.tenants[11].tenant_id == "tenant-0012.onmicrosoft.com"
-    assert all(len(t.currencies) == 2 for t in scenario.tenants)
-    assert {len(c.invoice_types) for t in scenario.tenants for c in t.currencies} == {2, 3}
-    assert Scenario.generated(12, currencies=2, latency=0.01) == scenario
-    with Simulator(scenario) as s, httpx.Client(base_url=s.url) as c:
-        token = app_token(
-            c, "tenant-0012.onmicrosoft.com", client_id=scenario.tenants[11].client_id, secret="secret-0012"
-        )
-        body = get(c, "summary", token).json()
-    assert body["balanceAmount"] == pytest.approx(scenario.tenants[11].currencies[0].balance)
-
-
 # --- command line ---
 
 
@@ -980,7 +811,8 @@ def test_cli_without_scenario_serves_the_default_one() -> None:
     ("args", "message"),
     [
         (["--scenario=BAD"], "tenants[0].client_id: must be a non-empty string"),
-        (["--scenario=MISSING"], "cannot read scenario file"),
+        (["--scenario=MISSING"], "cannot read "),
+        (["--scenario=DUPLICATE"], "tenants[0].tenant_id: duplicate key at line 1"),
         (["--listen=nowhere"], "--listen: expected HOST:PORT"),
         (["--log.level=loud"], "invalid choice"),
     ],
@@ -988,8 +820,25 @@ def test_cli_without_scenario_serves_the_default_one() -> None:
 def test_cli_rejects_bad_input_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("tenants: [{tenant_id: a, client_secret: c, currencies: [{code: USD, balance: 1}]}]\n")
-    args = [a.replace("BAD", str(bad)).replace("MISSING", str(tmp_path / "missing.yaml")) for a in args]
+    duplicate = tmp_path / "duplicate.yaml"
+    duplicate.write_text("tenants: [{tenant_id: a, tenant_id: b}]\n")
+    paths = {"BAD": bad, "MISSING": tmp_path / "missing.yaml", "DUPLICATE": duplicate}
+    for name, path in paths.items():
+        args = [a.replace(name, str(path)) for a in args]
     proc = run_cli(*args)
     _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 2
     assert message in stderr
+
+
+def test_cli_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter.simulator", "--version"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, version_line("partnercenter-simulator") + "\n", "")

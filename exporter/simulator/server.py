@@ -20,9 +20,10 @@ from urllib.parse import unquote, urlsplit
 from exporter.simulator.entra import token_answer
 from exporter.simulator.faults import DEFAULT_HUGE_MB, DEFAULT_SLOW_BODY, DEFAULT_TIMEOUT, canned
 from exporter.simulator.ledger import BOM
+from exporter.simulator.loader import parse_faults
 from exporter.simulator.partner import INVOICE_PATHS, identify, invoice_answer
 from exporter.simulator.responses import JSON, Response, json_response, partner_error
-from exporter.simulator.scenario import Fault, Scenario, ScenarioError, parse_faults
+from exporter.simulator.scenario import Fault, Scenario, ScenarioError
 from exporter.simulator.state import TenantState, World
 
 log = logging.getLogger(__name__)
