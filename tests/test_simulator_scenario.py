@@ -23,7 +23,7 @@ from exporter.simulator import (
     load_scenario,
     parse_scenario,
 )
-from tests.test_simulator_support import SCOPE, api_get, post_token
+from tests.test_simulator_support import SCOPE, api_get, assert_partner_error, post_token, rsa_credential
 
 TENANT = "{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: USD, balance: 1}]}"
 USD = (Currency(code="USD", symbol="$", balance=1.0),)
@@ -231,6 +231,30 @@ def test_scenario_values_built_in_python_are_checked() -> None:
         dataclasses.replace(base, tenants=(*base.tenants, by_guid))
 
 
+def test_the_demo_can_add_a_certificate_tenant_to_the_default_scenario() -> None:
+    base = default_scenario()
+    cred = rsa_credential("a")
+    tenant = TenantScenario(
+        tenant_id="tailspin.onmicrosoft.com",
+        client_id="77777777-7777-4777-8777-777777777777",
+        certificates=(cred.pem,),
+        currencies=USD,
+    )
+    scenario = dataclasses.replace(base, tenants=(*base.tenants, tenant))
+    with Simulator(scenario) as s, httpx.Client(base_url=s.url) as c:
+        url = f"{s.url}/tailspin.onmicrosoft.com/oauth2/v2.0/token"
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": tenant.client_id,
+            "scope": SCOPE,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": cred.assertion(client_id=tenant.client_id, audience=url),
+        }
+        response = post_token(c, "tailspin.onmicrosoft.com", form)
+        assert response.status_code == 200, response.text
+        assert api_get(c, "summary", response.json()["access_token"]).json()["balanceAmount"] == 1
+
+
 def test_default_scenario_has_the_documented_tenants() -> None:
     scenario = default_scenario()
     ids = [(t.tenant_id, t.client_id, t.client_secret, t.refresh_token, t.mfa) for t in scenario.tenants]
@@ -269,6 +293,23 @@ def test_default_scenario_has_the_documented_tenants() -> None:
     ]
     assert [c.code for c in woodgrove.currencies] == ["USD"]
     assert woodgrove.currencies[0].balance > 0
+
+
+def test_woodgrove_gets_tokens_but_partner_center_refuses_them() -> None:
+    woodgrove = default_scenario().tenants[4]
+    with Simulator(default_scenario()) as s, httpx.Client(base_url=s.url) as c:
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": woodgrove.client_id,
+            "client_secret": "demo-woodgrove-secret",
+            "refresh_token": "demo-woodgrove-refresh-token",
+            "scope": f"{SCOPE} offline_access",
+        }
+        answer = post_token(c, woodgrove.tenant_id, form)
+        assert answer.status_code == 200, answer.text
+        assert_partner_error(api_get(c, "summaries", answer.json()["access_token"]), 401, 900421)
+        token = app_token(c, woodgrove.tenant_id, woodgrove.client_id, "demo-woodgrove-secret")
+        assert api_get(c, "summary", token).json()["balanceAmount"] == woodgrove.currencies[0].balance
 
 
 def test_generated_scenario() -> None:
