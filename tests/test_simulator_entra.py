@@ -357,14 +357,14 @@ def test_the_assertion_audience_is_the_token_url_the_client_used(sim: Simulator,
     cred = rsa_credential("a")
     aud = "http://login.example.test/cert.example.com/oauth2/v2.0/token"
     sent = assertion_form(cred.assertion(client_id=CERT_APP, audience=aud))
-    assert post_token(client, "cert.example.com", sent, headers={"Host": "login.example.test"}).status_code == 200
+    answer = post_token(client, "cert.example.com", sent, headers={"Host": "login.example.test"})
+    assert answer.status_code == 200, answer.text
     assert_entra_error(post_token(client, "cert.example.com", sent), 401, "invalid_client", 700023)
     # By GUID, the URL (and so the audience) carries the GUID.
-    tid = claims_of(
-        post_token(client, "cert.example.com", sent, headers={"Host": "login.example.test"}).json()["access_token"]
-    )["tid"]
+    tid = claims_of(answer.json()["access_token"])["tid"]
     by_guid = cred.assertion(client_id=CERT_APP, audience=endpoint(sim, tid))
     assert post_token(client, tid, assertion_form(by_guid)).status_code == 200
+    assert_entra_error(post_token(client, "cert.example.com", assertion_form(by_guid)), 401, "invalid_client", 700023)
 
 
 def test_certificate_assertion_rejections(sim: Simulator, client: httpx.Client) -> None:
