@@ -1,4 +1,7 @@
-"""The Partner Center + Entra ID simulator over real HTTP on 127.0.0.1: tokens, API, faults, control API, CLI."""
+"""The simulated Partner Center API over real HTTP on 127.0.0.1: bodies, checks, MFA, faults, control API, CLI.
+
+The token endpoint has its own module (test_simulator_entra.py), scenario files theirs (test_simulator_scenario.py).
+"""
 
 from __future__ import annotations
 
@@ -26,17 +29,24 @@ from exporter.simulator import (
     ScenarioError,
     Simulator,
     TenantScenario,
-    default_scenario,
-    load_scenario,
     parse_scenario,
 )
+from exporter.version import version_line
 from tests.support import free_port, wait_until
+from tests.test_simulator_support import (
+    SCOPE,
+    Clock,
+    api_get,
+    assert_entra_error,
+    assert_partner_error,
+    post_token,
+    start,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-SCOPE = "https://api.partnercenter.microsoft.com/.default"
 APP_CLIENT = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
 USER_CLIENT = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
-PUBLIC_CLIENT = "cccccccc-cccc-4ccc-8ccc-cccccccccccc"
+NO_MFA_CLIENT = "cccccccc-cccc-4ccc-8ccc-cccccccccccc"
 
 SCENARIO = f"""
 seed: 7
@@ -60,9 +70,11 @@ tenants:
     currencies:
       - {{code: USD, symbol: "$", balance: 10}}
       - {{code: EUR, symbol: "€", balance: 20.5}}
-  - tenant_id: public.example.com
-    client_id: {PUBLIC_CLIENT}
-    refresh_token: public-refresh-token
+  - tenant_id: nomfa.example.com
+    client_id: {NO_MFA_CLIENT}
+    client_secret: nomfa-secret-value
+    refresh_token: nomfa-refresh-token
+    mfa: false
     currencies:
       - {{code: GBP, symbol: "£", balance: 3}}
 """
@@ -83,25 +95,6 @@ SUMMARY_KEYS = {
 }
 DETAIL_SUMMARY_KEYS = SUMMARY_KEYS - {"details", "links"}
 COLLECTION_KEYS = {"totalCount", "items", "links", "attributes"}
-ENTRA_ERROR_KEYS = {"error", "error_description", "error_codes", "timestamp", "trace_id", "correlation_id"}
-PARTNER_ERROR_KEYS = {"code", "description", "data", "source"}
-
-
-class Clock:
-    """A settable clock for drift and token expiry."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def start(scenario: Scenario, clock: Callable[[], float] = time.time) -> Simulator:
-    """A started simulator on a free port."""
-    sim = Simulator(scenario, host="127.0.0.1", port=0, clock=clock)
-    sim.start()
-    return sim
 
 
 @pytest.fixture
@@ -133,10 +126,6 @@ def refresh_form(
     return token_form(client_id, secret, grant_type="refresh_token", refresh_token=refresh_token)
 
 
-def post_token(client: httpx.Client, tenant: str, form: dict[str, str]) -> httpx.Response:
-    return client.post(f"/{tenant}/oauth2/v2.0/token", data=form)
-
-
 def app_token(client: httpx.Client, tenant: str = "app.example.com", **kw: Any) -> str:
     response = post_token(client, tenant, token_form(**kw))
     assert response.status_code == 200, response.text
@@ -149,160 +138,8 @@ def refresh(client: httpx.Client, refresh_token: str, tenant: str = "user.exampl
     return dict(response.json())
 
 
-def api_headers(token: str | None) -> dict[str, str]:
-    headers = {"Accept": "application/json", "MS-RequestId": str(uuid.uuid4()), "MS-CorrelationId": str(uuid.uuid4())}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    return headers
-
-
 def get(client: httpx.Client, endpoint: str, token: str | None, **headers: str) -> httpx.Response:
-    all_headers = api_headers(token)
-    all_headers.update(headers)
-    return client.get(f"/v1/invoices/{endpoint}", headers=all_headers)
-
-
-def assert_entra_error(response: httpx.Response, status: int, error: str, code: int) -> None:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body.keys() >= ENTRA_ERROR_KEYS
-    assert body["error"] == error
-    assert body["error_codes"] == [code]
-    assert body["error_description"].startswith(f"AADSTS{code}: ")
-    assert "secret-value" not in response.text
-
-
-def assert_partner_error(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    body = dict(response.json())
-    assert body.keys() == PARTNER_ERROR_KEYS
-    return body
-
-
-# --- tokens ---
-
-
-def test_client_credentials_answer_is_shaped_like_entra(client: httpx.Client) -> None:
-    response = post_token(client, "app.example.com", token_form())
-    assert response.status_code == 200
-    assert response.headers["cache-control"].startswith("no-store")
-    body = response.json()
-    assert body.keys() == {"token_type", "expires_in", "ext_expires_in", "access_token"}
-    assert body["token_type"] == "Bearer"
-    assert body["expires_in"] == 120  # the tenant's override of the scenario's 3600
-    assert body["ext_expires_in"] == 120
-
-
-def test_tenant_id_in_the_token_url_is_case_insensitive(client: httpx.Client) -> None:
-    assert post_token(client, "APP.Example.com", token_form()).status_code == 200
-
-
-@pytest.mark.parametrize(
-    ("tenant", "form", "status", "error", "code"),
-    [
-        ("nope.example.com", token_form(), 400, "invalid_request", 90002),
-        ("app.example.com", token_form(client_id=USER_CLIENT), 400, "unauthorized_client", 700016),
-        ("app.example.com", token_form(secret="wrong"), 401, "invalid_client", 7000215),
-        ("app.example.com", token_form(secret=None), 401, "invalid_client", 7000218),
-        ("app.example.com", token_form(scope="https://graph.microsoft.com/.default"), 400, "invalid_scope", 70011),
-        ("app.example.com", {k: v for k, v in token_form().items() if k != "scope"}, 400, "invalid_request", 900144),
-        (
-            "app.example.com",
-            {k: v for k, v in token_form().items() if k != "grant_type"},
-            400,
-            "invalid_request",
-            900144,
-        ),
-        (
-            "app.example.com",
-            {k: v for k, v in token_form().items() if k != "client_id"},
-            400,
-            "invalid_request",
-            900144,
-        ),
-        ("app.example.com", token_form(grant_type="password"), 400, "unsupported_grant_type", 70003),
-        ("user.example.com", refresh_form("not-a-token"), 400, "invalid_grant", 70000),
-        ("user.example.com", refresh_form(""), 400, "invalid_request", 900144),
-        ("user.example.com", refresh_form("initial-refresh-token", secret="wrong"), 401, "invalid_client", 7000215),
-        ("public.example.com", token_form(PUBLIC_CLIENT, secret="anything"), 401, "invalid_client", 7000215),
-        ("public.example.com", token_form(PUBLIC_CLIENT, secret=None), 401, "invalid_client", 7000218),
-        # The scenario refresh token of another tenant is not a grant here.
-        ("user.example.com", refresh_form("public-refresh-token"), 400, "invalid_grant", 70000),
-    ],
-)
-def test_token_rejections_are_shaped_like_entra(
-    client: httpx.Client, tenant: str, form: dict[str, str], status: int, error: str, code: int
-) -> None:
-    assert_entra_error(post_token(client, tenant, form), status, error, code)
-
-
-def test_token_endpoint_wants_a_form_post(client: httpx.Client) -> None:
-    as_json = client.post("/app.example.com/oauth2/v2.0/token", json=token_form())
-    assert_entra_error(as_json, 400, "invalid_request", 900144)
-    as_get = client.get("/app.example.com/oauth2/v2.0/token")
-    assert_entra_error(as_get, 400, "invalid_request", 900561)
-
-
-def test_refresh_grant_returns_a_new_refresh_token_and_an_app_user_token(client: httpx.Client) -> None:
-    body = refresh(client, "initial-refresh-token")
-    assert {"token_type", "expires_in", "ext_expires_in", "access_token", "refresh_token"} <= body.keys()
-    assert body["refresh_token"] != "initial-refresh-token"
-    assert get(client, "summaries", body["access_token"]).status_code == 200
-
-
-def test_refresh_without_secret_for_a_public_client(client: httpx.Client) -> None:
-    body = refresh(client, "public-refresh-token", tenant="public.example.com", client_id=PUBLIC_CLIENT, secret=None)
-    assert get(client, "summary", body["access_token"]).json()["currencyCode"] == "GBP"
-
-
-def test_older_refresh_tokens_are_rejected_once_a_successor_is_used(client: httpx.Client) -> None:
-    first = refresh(client, "initial-refresh-token")["refresh_token"]
-    # Until its successor is used, a token may be used again (a client that lost an answer retries).
-    second = refresh(client, first)["refresh_token"]
-    assert_entra_error(
-        post_token(client, "user.example.com", refresh_form("initial-refresh-token")), 400, "invalid_grant", 700082
-    )
-    refresh(client, first)
-    third = refresh(client, second)["refresh_token"]
-    assert_entra_error(post_token(client, "user.example.com", refresh_form(first)), 400, "invalid_grant", 700082)
-    assert refresh(client, third)["refresh_token"]
-
-
-def test_refresh_tokens_survive_a_restart_with_the_same_scenario() -> None:
-    scenario = parse_scenario(SCENARIO)
-    sim = start(scenario)
-    with httpx.Client(base_url=sim.url) as c:
-        first = refresh(c, "initial-refresh-token")["refresh_token"]
-        answer = refresh(c, first)
-        latest, access = answer["refresh_token"], answer["access_token"]
-    sim.stop()
-
-    restarted = start(scenario)
-    try:
-        with httpx.Client(base_url=restarted.url) as c:
-            assert get(c, "summaries", access).status_code == 200
-            newest = refresh(c, latest)["refresh_token"]
-            # Using the latest one retires everything before it again.
-            assert_entra_error(post_token(c, "user.example.com", refresh_form(first)), 400, "invalid_grant", 700082)
-            assert refresh(c, newest)
-    finally:
-        restarted.stop()
-
-    other_seed = start(parse_scenario(SCENARIO.replace("seed: 7", "seed: 8")))
-    try:
-        with httpx.Client(base_url=other_seed.url) as c:
-            assert_entra_error(post_token(c, "user.example.com", refresh_form(latest)), 400, "invalid_grant", 70000)
-            assert_partner_error(get(c, "summaries", access), 401)
-    finally:
-        other_seed.stop()
-
-
-def test_expires_in_as_string_and_scenario_lifetime() -> None:
-    text = SCENARIO.replace("token_lifetime: 3600", "token_lifetime: 99\nexpires_in_as_string: true")
-    with Simulator(parse_scenario(text)) as s, httpx.Client(base_url=s.url) as c:
-        body = refresh(c, "initial-refresh-token")
-        assert body["expires_in"] == "99"
-        assert body["ext_expires_in"] == "99"
+    return api_get(client, endpoint, token, **headers)
 
 
 # --- invoice endpoints ---
@@ -334,8 +171,7 @@ def test_summary_matches_the_documented_shape(client: httpx.Client) -> None:
 
 
 def test_summaries_needs_app_user_and_lists_every_currency(client: httpx.Client) -> None:
-    forbidden = assert_partner_error(get(client, "summaries", app_token(client)), 403)
-    assert forbidden["source"] == "PartnerFD"
+    assert_partner_error(get(client, "summaries", app_token(client)), 403, 2032)
     body = get(client, "summaries", refresh(client, "initial-refresh-token")["access_token"]).json()
     assert body.keys() == COLLECTION_KEYS
     assert body["totalCount"] == 2
@@ -354,12 +190,14 @@ def test_api_rejects_missing_bad_and_foreign_tokens(client: httpx.Client) -> Non
     token = app_token(client)
     header, payload, signature = token.split(".")
     tampered = f"{header}.{payload}.{signature[:-2]}AA"
-    for bad in (None, "garbage", tampered, token.replace("eyJ", "eyK", 1)):
+    missing = get(client, "summary", None)
+    assert_partner_error(missing, 401, 800001)
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    for bad in ("garbage", tampered, token.replace("eyJ", "eyK", 1), f"{header}.{payload}"):
         response = get(client, "summary", bad)
-        assert_partner_error(response, 401)
+        assert_partner_error(response, 401, 400)
         assert response.headers["www-authenticate"].startswith("Bearer")
-    response = client.get("/v1/invoices/summary", headers={**api_headers(None), "Authorization": f"Basic {token}"})
-    assert_partner_error(response, 401)
+    assert_partner_error(get(client, "summary", None, Authorization=f"Basic {token}"), 401, 400)
 
 
 def test_access_tokens_expire() -> None:
@@ -369,38 +207,54 @@ def test_access_tokens_expire() -> None:
         clock.now += 119
         assert get(c, "summary", token).status_code == 200
         clock.now += 1
-        body = assert_partner_error(get(c, "summary", token), 401)
+        body = assert_partner_error(get(c, "summary", token), 401, 400)
         assert "expired" in body["description"]
 
 
-def test_header_validation(client: httpx.Client) -> None:
+def test_app_user_calls_without_mfa_are_refused_with_900421(client: httpx.Client) -> None:
+    kw: dict[str, Any] = {"tenant": "nomfa.example.com", "client_id": NO_MFA_CLIENT, "secret": "nomfa-secret-value"}
+    answer = refresh(client, "nomfa-refresh-token", **kw)
+    for endpoint in ("summary", "summaries"):
+        response = get(client, endpoint, answer["access_token"])
+        body = assert_partner_error(response, 401, 900421)
+        assert isinstance(body["code"], int)
+    # The refreshed chain keeps the consent's claims: a new token does not help.
+    again = refresh(client, answer["refresh_token"], **kw)
+    assert_partner_error(get(client, "summaries", again["access_token"]), 401, 900421)
+    # App-only calls are not affected; App+User tokens with MFA pass.
+    app_only = app_token(client, "nomfa.example.com", client_id=NO_MFA_CLIENT, secret="nomfa-secret-value")
+    assert get(client, "summary", app_only).status_code == 200
+    assert get(client, "summaries", refresh(client, "initial-refresh-token")["access_token"]).status_code == 200
+
+
+def test_accept_header(client: httpx.Client) -> None:
     token = app_token(client)
-    assert get(client, "summary", token, Accept="text/html").status_code == 406
+    assert_partner_error(get(client, "summary", token, Accept="text/html"), 406, 800002)
     assert get(client, "summary", token, Accept="application/json;q=0").status_code == 406
     assert get(client, "summary", token, Accept="text/html, application/*;q=0.5").status_code == 200
-    no_accept = api_headers(token)
-    del no_accept["Accept"]
-    assert client.get("/v1/invoices/summary", headers=no_accept).status_code == 200
-    for name in ("MS-RequestId", "MS-CorrelationId"):
-        body = assert_partner_error(get(client, "summary", token, **{name: "not-a-uuid"}), 400)
-        assert name in body["description"]
-        missing = api_headers(token)
-        del missing[name]
-        assert_partner_error(client.get("/v1/invoices/summary", headers=missing), 400)
+    assert client.get("/v1/invoices/summary", headers={"Authorization": f"Bearer {token}"}).status_code == 200
 
 
-def test_request_and_correlation_ids_are_echoed(client: httpx.Client) -> None:
-    headers = api_headers(app_token(client))
-    response = client.get("/v1/invoices/summary", headers=headers)
-    assert response.headers["ms-requestid"] == headers["MS-RequestId"]
-    assert response.headers["ms-correlationid"] == headers["MS-CorrelationId"]
-    failed = client.get("/v1/invoices/summaries", headers=headers)
+def test_request_and_correlation_ids_are_optional_and_echoed(client: httpx.Client) -> None:
+    token = app_token(client)
+    ids = {"MS-RequestId": str(uuid.uuid4()), "MS-CorrelationId": "not even a GUID"}
+    response = get(client, "summary", token, **ids)
+    assert response.status_code == 200
+    assert (response.headers["ms-requestid"], response.headers["ms-correlationid"]) == tuple(ids.values())
+    failed = get(client, "summaries", token, **ids)
     assert failed.status_code == 403
-    assert failed.headers["ms-requestid"] == headers["MS-RequestId"]
+    assert failed.headers["ms-requestid"] == ids["MS-RequestId"]
+    # Without them the request is served, and the answer carries ids of its own.
+    bare = client.get("/v1/invoices/summary", headers={"Authorization": f"Bearer {token}"})
+    assert bare.status_code == 200
+    assert uuid.UUID(bare.headers["ms-requestid"]) != uuid.UUID(bare.headers["ms-correlationid"])
 
 
-def test_unknown_path_is_a_partner_center_404(client: httpx.Client) -> None:
-    assert_partner_error(client.get("/v1/customers"), 404)
+def test_unknown_path_and_method(client: httpx.Client) -> None:
+    assert_partner_error(client.get("/v1/customers"), 404, 1000)
+    token = app_token(client)
+    response = client.post("/v1/invoices/summary", headers={"Authorization": f"Bearer {token}"})
+    assert_partner_error(response, 405, 800002)
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(client: httpx.Client) -> None:
@@ -424,8 +278,7 @@ def set_faults(sim: Simulator, tenant: str, *faults: Fault) -> None:
 def test_status_fault_default_bodies(sim: Simulator, client: httpx.Client) -> None:
     token = app_token(client)
     set_faults(sim, "app.example.com", Fault(kind="status", status=503, endpoint="any"))
-    body = assert_partner_error(get(client, "summary", token), 503)
-    assert body["code"] == "ServiceUnavailable"
+    assert_partner_error(get(client, "summary", token), 503, 800003)
     assert_entra_error(post_token(client, "app.example.com", token_form()), 503, "temporarily_unavailable", 90033)
 
 
@@ -453,7 +306,12 @@ def test_throttle_fault(sim: Simulator, client: httpx.Client, retry_after: int |
     token = app_token(client)
     set_faults(sim, "app.example.com", Fault(kind="throttle", retry_after=retry_after))
     response = get(client, "summary", token)
-    assert_partner_error(response, 429)
+    assert response.status_code == 429
+    # The gateway's body, not Partner Center's.
+    assert response.json() == {
+        "statusCode": 429,
+        "message": f"Rate limit is exceeded. Try again in {expected} seconds.",
+    }
     assert response.headers["retry-after"] == expected
     assert post_token(client, "app.example.com", token_form()).status_code == 200  # api only by default
 
@@ -487,7 +345,7 @@ def test_timeout_fault_hangs_without_blocking_others_or_stop() -> None:
             assert time.monotonic() - began < 0.4
             # Leave one request hanging in the server while it stops.
             raw = socket.create_connection(("127.0.0.1", s.port))
-            headers = "".join(f"{k}: {v}\r\n" for k, v in api_headers(app).items())
+            headers = "".join(f"{k}: {v}\r\n" for k, v in {"Authorization": f"Bearer {app}"}.items())
             raw.sendall(f"GET /v1/invoices/summary HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
             wait_until(lambda: s.stats()["app.example.com"]["summary"] == 2, what="hanging request")
     finally:
@@ -503,7 +361,7 @@ def test_reset_fault_sends_a_tcp_reset(sim: Simulator, client: httpx.Client) -> 
     token = app_token(client)
     set_faults(sim, "app.example.com", Fault(kind="reset"))
     with socket.create_connection(("127.0.0.1", sim.port), timeout=5) as raw:
-        headers = "".join(f"{k}: {v}\r\n" for k, v in api_headers(token).items())
+        headers = "".join(f"{k}: {v}\r\n" for k, v in {"Authorization": f"Bearer {token}"}.items())
         raw.sendall(f"GET /v1/invoices/summary HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
         with pytest.raises(ConnectionResetError):
             raw.recv(100)
@@ -619,7 +477,7 @@ def test_control_api_revoke(client: httpx.Client) -> None:
     answer = refresh(client, "initial-refresh-token")
     assert client.post("/_sim/tenants/user.example.com/revoke").status_code == 200
     assert get(client, "summary", app).status_code == 200  # other tenants keep their tokens
-    assert_partner_error(get(client, "summaries", answer["access_token"]), 401)
+    assert_partner_error(get(client, "summaries", answer["access_token"]), 401, 400)
     for token in (answer["refresh_token"], "initial-refresh-token"):
         assert_entra_error(post_token(client, "user.example.com", refresh_form(token)), 400, "invalid_grant", 50173)
     # New app-only tokens still work after a revocation.
@@ -746,174 +604,6 @@ def test_quirks(quirky: Simulator, quirk: str) -> None:
     assert all(not check(plain) for name, check in QUIRK_CHECKS.items() if name not in (quirk, "bom"))
 
 
-# --- scenarios ---
-
-
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("tenants: nope", "tenants: must be a list"),
-        ("seed: 1", "tenants: must be a list"),
-        ("tenant: []", "tenant: unknown key"),
-        ("[1]", "must be a mapping"),
-        (
-            "tenants: [{tenant_id: a, client_id: b, currencies: [{code: USD, balance: 1}]}]",
-            "tenants[0].client_secret: required unless refresh_token is set",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: []}]",
-            "tenants[0].currencies: must list at least one currency",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: DOLLAR, balance: 1}]}]",
-            "tenants[0].currencies[0].code: must be a three-letter ISO 4217 code",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: USD, balance: x}]}]",
-            "tenants[0].currencies[0].balance: must be a number",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
-            "currencies: [{code: USD, balance: 5, invoice_types: {A: 1}}]}]",
-            "tenants[0].currencies[0].invoice_types: amounts must add up to the balance 5.0",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
-            "currencies: [{code: USD, balance: 1, drift: {invoice_every: 5}}]}]",
-            "tenants[0].currencies[0].drift.invoice_amount: required with invoice_every and invoice_amount",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
-            "currencies: [{code: USD, balance: 1, latest_invoice_date: yesterday}]}]",
-            "tenants[0].currencies[0].latest_invoice_date: must be an ISO 8601 date-time like 2026-11-01T00:00:00Z",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
-            "quirks: [odd], currencies: [{code: USD, balance: 1}]}]",
-            "tenants[0].quirks[0]: unknown quirk; known: bom, integer_amounts, lowercase_invoice_types, naive_dates, "
-            "no_details, null_symbol, seven_digit_fractions",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
-            "currencies: [{code: USD, balance: 1}], faults: [{kind: boom}]}]",
-            "tenants[0].faults[0].kind: must be one of empty, html, huge, latency, reset, slow_body, status, throttle, "
-            "timeout, truncated, xml",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
-            "currencies: [{code: USD, balance: 1}], faults: [{kind: status}]}]",
-            "tenants[0].faults[0].status: required for kind status: an HTTP status between 200 and 599",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
-            "currencies: [{code: USD, balance: 1}], faults: [{kind: reset, count: 0}]}]",
-            "tenants[0].faults[0].count: must be at least 1",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
-            "currencies: [{code: USD, balance: 1}], faults: [{kind: reset, endpoint: web}]}]",
-            "tenants[0].faults[0].endpoint: must be one of any, api, summaries, summary, token",
-        ),
-        (
-            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: USD, balance: 1}]},"
-            " {tenant_id: A, client_id: b, client_secret: c, currencies: [{code: USD, balance: 1}]}]",
-            "tenants[1].tenant_id: duplicate of tenants[0].tenant_id",
-        ),
-        ("token_lifetime: 0\ntenants: []", "token_lifetime: must be at least 1"),
-        ("expires_in_as_string: yes please\ntenants: []", "expires_in_as_string: must be true or false"),
-    ],
-)
-def test_invalid_scenarios_name_the_key_path(text: str, message: str) -> None:
-    with pytest.raises(ScenarioError) as caught:
-        parse_scenario(text)
-    assert str(caught.value) == message
-
-
-def test_scenario_file_format_example_parses(tmp_path: Path) -> None:
-    path = tmp_path / "scenario.yaml"
-    path.write_text(
-        """
-seed: 1
-token_lifetime: 3600
-expires_in_as_string: false
-latency: 0
-tenants:
-  - tenant_id: contoso.onmicrosoft.com
-    client_id: 11111111-1111-4111-8111-111111111111
-    client_secret: demo-contoso-secret
-    refresh_token: demo-fabrikam-refresh-token
-    token_lifetime: 60
-    latency: 0.1
-    currencies:
-      - code: USD
-        symbol: "$"
-        balance: 42000.5
-        invoice_types: {Recurring: 30000, OneTime: 12000.5}
-        last_payment: {amount: 1000, date: "2026-10-01T00:00:00Z"}
-        latest_invoice_date: 2026-11-01T00:00:00
-        drift: {invoice_every: 60, invoice_amount: 500, payment_every: 300, payment_amount: 2000}
-    quirks: [bom, naive_dates, integer_amounts, lowercase_invoice_types, null_symbol, no_details, seven_digit_fractions]
-    faults:
-      - {kind: status, status: 503, endpoint: summary, probability: 0.2}
-      - {kind: throttle, retry_after: 30, probability: 0.1}
-""",
-        encoding="utf-8",
-    )
-    scenario = load_scenario(path)
-    tenant = scenario.tenants[0]
-    assert tenant.token_lifetime == 60
-    assert tenant.currencies[0].latest_invoice_date == datetime(2026, 11, 1, tzinfo=UTC).timestamp()
-    assert tenant.faults[1] == Fault(kind="throttle", retry_after=30, probability=0.1)
-    assert "demo-contoso-secret" not in repr(scenario)
-    with pytest.raises(ScenarioError, match="cannot read scenario file"):
-        load_scenario(tmp_path / "missing.yaml")
-
-
-def test_default_scenario_has_the_documented_tenants() -> None:
-    scenario = default_scenario()
-    ids = [(t.tenant_id, t.client_id, t.client_secret, t.refresh_token) for t in scenario.tenants]
-    assert ids == [
-        ("contoso.onmicrosoft.com", "11111111-1111-4111-8111-111111111111", "demo-contoso-secret", None),
-        (
-            "fabrikam.onmicrosoft.com",
-            "22222222-2222-4222-8222-222222222222",
-            "demo-fabrikam-secret",
-            "demo-fabrikam-refresh-token",
-        ),
-        ("northwind.onmicrosoft.com", "33333333-3333-4333-8333-333333333333", "demo-northwind-secret", None),
-        ("adatum.onmicrosoft.com", "44444444-4444-4444-8444-444444444444", "demo-adatum-secret", None),
-    ]
-    contoso, fabrikam, northwind, adatum = scenario.tenants
-    assert [c.code for c in fabrikam.currencies] == ["USD", "EUR", "GBP"]
-    assert northwind.currencies[0].code == "EUR"
-    assert northwind.currencies[0].balance > 100_000
-    assert contoso.currencies[0].drift is not None
-    assert [(f.kind, f.status, f.retry_after, f.probability) for f in adatum.faults] == [
-        ("status", 503, None, 0.25),
-        ("throttle", None, 30, 0.05),
-    ]
-
-
-def test_generated_scenario() -> None:
-    scenario = Scenario.generated(12, currencies=2, latency=0.01)
-    assert len(scenario.tenants) == 12
-    assert scenario.latency == 0.01
-    first = scenario.tenants[0]
-    assert first.tenant_id == "tenant-0001.onmicrosoft.com"
-    assert first.client_id == str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-0001.onmicrosoft.com"))
-    assert first.client_secret == "secret-0001"
-    assert scenario.tenants[11].tenant_id == "tenant-0012.onmicrosoft.com"
-    assert all(len(t.currencies) == 2 for t in scenario.tenants)
-    assert {len(c.invoice_types) for t in scenario.tenants for c in t.currencies} == {2, 3}
-    assert Scenario.generated(12, currencies=2, latency=0.01) == scenario
-    with Simulator(scenario) as s, httpx.Client(base_url=s.url) as c:
-        token = app_token(
-            c, "tenant-0012.onmicrosoft.com", client_id=scenario.tenants[11].client_id, secret="secret-0012"
-        )
-        body = get(c, "summary", token).json()
-    assert body["balanceAmount"] == pytest.approx(scenario.tenants[11].currencies[0].balance)
-
-
 # --- command line ---
 
 
@@ -980,7 +670,8 @@ def test_cli_without_scenario_serves_the_default_one() -> None:
     ("args", "message"),
     [
         (["--scenario=BAD"], "tenants[0].client_id: must be a non-empty string"),
-        (["--scenario=MISSING"], "cannot read scenario file"),
+        (["--scenario=MISSING"], "cannot read "),
+        (["--scenario=DUPLICATE"], "tenants[0].tenant_id: duplicate key at line 1"),
         (["--listen=nowhere"], "--listen: expected HOST:PORT"),
         (["--log.level=loud"], "invalid choice"),
     ],
@@ -988,8 +679,25 @@ def test_cli_without_scenario_serves_the_default_one() -> None:
 def test_cli_rejects_bad_input_with_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("tenants: [{tenant_id: a, client_secret: c, currencies: [{code: USD, balance: 1}]}]\n")
-    args = [a.replace("BAD", str(bad)).replace("MISSING", str(tmp_path / "missing.yaml")) for a in args]
+    duplicate = tmp_path / "duplicate.yaml"
+    duplicate.write_text("tenants: [{tenant_id: a, tenant_id: b}]\n")
+    paths = {"BAD": bad, "MISSING": tmp_path / "missing.yaml", "DUPLICATE": duplicate}
+    for name, path in paths.items():
+        args = [a.replace(name, str(path)) for a in args]
     proc = run_cli(*args)
     _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 2
     assert message in stderr
+
+
+def test_cli_version() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "exporter.simulator", "--version"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=20,
+        check=False,
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (0, version_line("partnercenter-simulator") + "\n", "")

@@ -10,9 +10,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from exporter.config.yamlfile import ConfigError
 from exporter.signals import StopRequest
-from exporter.simulator.scenario import Scenario, ScenarioError, default_scenario, load_scenario
+from exporter.simulator.loader import default_scenario, load_scenario
+from exporter.simulator.scenario import Scenario
 from exporter.simulator.server import Simulator
+from exporter.version import version_line
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +71,8 @@ def _arguments() -> argparse.ArgumentParser:
     parser.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to listen on (default {DEFAULT_LISTEN})")
     parser.add_argument("--scenario", type=Path, help="scenario YAML file (default: the built-in demo scenario)")
     parser.add_argument("--log.level", dest="log_level", choices=_LEVELS, default="info", help="log level")
+    # Not argparse's version action: the version line asks git for the revision, which only --version needs.
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
     return parser
 
 
@@ -77,13 +82,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _arguments().parse_args(argv)
     except SystemExit as exc:
         return 0 if exc.code == 0 else 2
+    if args.version:
+        print(version_line("partnercenter-simulator"))
+        return 0
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_KeyValueFormatter())
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler], force=True)
     try:
         host, port = parse_listen(args.listen)
         scenario: Scenario = load_scenario(args.scenario) if args.scenario else default_scenario()
-    except (ValueError, ScenarioError) as exc:
+    except (ValueError, ConfigError) as exc:
         print(f"partnercenter-simulator: {exc}", file=sys.stderr)
         return 2
     stop = StopRequest()

@@ -1,4 +1,17 @@
-"""The simulated Partner Center invoice endpoints: who is asking, header checks and the answer."""
+"""The simulated Partner Center invoice endpoints: who is asking, the checks Partner Center makes, the answer.
+
+Sources (docs/simulator.md has them all):
+- Error body and codes: "Partner Center REST error codes", https://learn.microsoft.com/partner-center/developer/error-codes
+  (401 code 400 "Access denied", 401 code 800001 "Partner Token missing in request context", 403 code 2032
+  "Access denied", 404 code 1000 "Not found", 400 code 800002 "Invalid request input", 500 code 800003
+  "Unexpected service error").
+- MFA: since 2026 App+User calls whose token has no MFA claim are refused with 401 and error code 900421
+  ("Partner Center authentication", https://learn.microsoft.com/partner-center/developer/partner-center-authentication;
+  Microsoft's announcement "CSP technical changes FY26 Q4", https://partner.microsoft.com/blog/article/csp-technical-changes-fy26-q4).
+  App-only calls are not affected.
+- Headers: "Partner Center REST and response headers", https://learn.microsoft.com/partner-center/developer/headers:
+  only Authorization is required; MS-RequestId and MS-CorrelationId "should" be sent and come back in the answer.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +24,16 @@ from exporter.simulator.state import TenantState, World
 from exporter.simulator.tokens import Claims
 
 INVOICE_PATHS: Final = {"/v1/invoices/summary": "summary", "/v1/invoices/summaries": "summaries"}
+TRACE_HEADERS: Final = ("MS-RequestId", "MS-CorrelationId")
 _CHALLENGE: Final = ("WWW-Authenticate", 'Bearer realm="partnercenter", error="invalid_token"')
+# Partner Center REST error codes used here.
+ACCESS_DENIED: Final = 400
+TOKEN_MISSING: Final = 800001
+FORBIDDEN: Final = 2032
+NOT_FOUND: Final = 1000
+INVALID_INPUT: Final = 800002
+SERVICE_ERROR: Final = 800003
+MFA_REQUIRED: Final = 900421
 
 
 def identify(world: World, authorization: str | None) -> tuple[TenantState | None, Claims | None]:
@@ -24,7 +46,12 @@ def identify(world: World, authorization: str | None) -> tuple[TenantState | Non
     claims = world.signer.verify_access(token.strip())
     if claims is None:
         return None, None
-    return world.tenant(claims.tenant), claims
+    return world.tenant(claims.directory_id), claims
+
+
+def trace_headers(headers: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """MS-RequestId and MS-CorrelationId for the answer: the caller's, or fresh ones when it sent none."""
+    return tuple((name, headers.get(name) or str(uuid.uuid4())) for name in TRACE_HEADERS)
 
 
 def _accepts_json(accept: str | None) -> bool:
@@ -44,15 +71,9 @@ def _accepts_json(accept: str | None) -> bool:
     return False
 
 
-def _is_uuid(value: str | None) -> bool:
-    """Whether a header value is a UUID."""
-    if not value:
-        return False
-    try:
-        uuid.UUID(value.strip())
-    except ValueError:
-        return False
-    return True
+def _unauthorized(code: int, description: str) -> Response:
+    """401 with Partner Center's body and a bearer challenge."""
+    return partner_error(401, code, description, _CHALLENGE)
 
 
 def invoice_answer(
@@ -63,21 +84,27 @@ def invoice_answer(
     headers: Mapping[str, str],
 ) -> Response:
     """Answer one GET of `/v1/invoices/summary` or `/v1/invoices/summaries` after the checks Partner Center does."""
-    if claims is None or tenant is None:
-        return partner_error(401, "Unauthorized", "Authorization failed: missing or invalid bearer token.", _CHALLENGE)
+    if not headers.get("Authorization"):
+        return _unauthorized(TOKEN_MISSING, "Partner Token missing in request context.")
+    if claims is None or tenant is None or claims.audience != world.cloud.resource:
+        return _unauthorized(ACCESS_DENIED, "Access denied: the bearer token is not valid for this resource.")
     if claims.expires <= world.clock():
-        return partner_error(401, "Unauthorized", "Authorization failed: the access token has expired.", _CHALLENGE)
+        return _unauthorized(ACCESS_DENIED, "Access denied: the access token has expired.")
     if tenant.is_revoked(claims.issued_ns):
-        return partner_error(401, "Unauthorized", "Authorization failed: the access token was revoked.", _CHALLENGE)
+        return _unauthorized(ACCESS_DENIED, "Access denied: the access token was revoked.")
+    if claims.app_user and "mfa" not in claims.amr:
+        return _unauthorized(
+            MFA_REQUIRED,
+            "Multifactor authentication is required for App+User access: the access token carries no MFA claim. "
+            "A new consent with MFA is needed; see https://learn.microsoft.com/partner-center/security/"
+            "partner-security-requirements-mandating-mfa.",
+        )
     if not _accepts_json(headers.get("Accept")):
-        return partner_error(406, "NotAcceptable", "The Accept header must allow application/json.")
-    for name in ("MS-RequestId", "MS-CorrelationId"):
-        if not _is_uuid(headers.get(name)):
-            return partner_error(400, "BadRequest", f"The {name} header is required and must be a GUID.")
+        return partner_error(406, INVALID_INPUT, "Invalid request input: Accept must allow application/json.")
     if endpoint == "summaries" and not claims.app_user:
         return partner_error(
             403,
-            "Forbidden",
-            "This API requires App+User authentication; app-only access tokens are not supported.",
+            FORBIDDEN,
+            "Access denied: this API requires App+User authentication; app-only access tokens are not supported.",
         )
     return Response(200, tenant.books.body(endpoint, world.clock()), JSON)

@@ -51,7 +51,21 @@ def entra_error(status: int, error: str, code: int, message: str) -> Response:
     return json_response(status, document, ("Cache-Control", "no-store, no-cache"), ("Pragma", "no-cache"))
 
 
-def partner_error(status: int, code: str, description: str, *headers: tuple[str, str]) -> Response:
-    """An error answer shaped like the Partner Center REST API's `{code, description, data, source}`."""
+def partner_error(status: int, code: int, description: str, *headers: tuple[str, str]) -> Response:
+    """An error answer shaped like the Partner Center REST API's: a numeric `code`, `description`, `data`, `source`.
+
+    Shape and codes: "Partner Center REST error codes",
+    https://learn.microsoft.com/partner-center/developer/error-codes; `source` and the numeric `code` as in the
+    failure example of "Verify a partner MPN ID" (`{"code": 3000, ..., "data": [], "source": "PartnerFD"}`).
+    """
     document = {"code": code, "description": description, "data": [], "source": "PartnerFD"}
     return json_response(status, document, *headers)
+
+
+def gateway_error(status: int, message: str, *headers: tuple[str, str]) -> Response:
+    """An error from the gateway in front of Partner Center: `{"statusCode": N, "message": "..."}`.
+
+    Its throttling answer is documented in "API throttling guidance for partners calling Partner Center APIs",
+    https://learn.microsoft.com/partner-center/developer/api-throttling-guidance ("Error code response").
+    """
+    return json_response(status, {"statusCode": status, "message": message}, *headers)

@@ -1,4 +1,4 @@
-"""The running simulator's mutable state: per-tenant counters, armed faults, revocations and rotation."""
+"""The running simulator's mutable state: per-tenant counters, armed faults and revocations."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Final
 
+from exporter.simulator.assertions import Certificate, load_certificate
+from exporter.simulator.clouds import FACTS, CloudFacts
 from exporter.simulator.ledger import Books
 from exporter.simulator.rand import unit
 from exporter.simulator.scenario import Fault, Scenario, TenantScenario
@@ -22,6 +24,8 @@ class TenantState:
     def __init__(self, tenant: TenantScenario, seed: int, start: float) -> None:
         """Arm the scenario's faults and open the books at `start`."""
         self.scenario = tenant
+        self.directory_id = tenant.directory_id
+        self.certificates: tuple[Certificate, ...] = tuple(load_certificate(pem) for pem in tenant.certificates)
         self.books = Books(tenant.currencies, tenant.quirks, seed, tenant.tenant_id, start)
         self._lock = threading.Lock()
         # Rolls are numbered per tenant: a tenant's fault sequence does not depend on other tenants' traffic.
@@ -30,7 +34,6 @@ class TenantState:
         self._faults: list[tuple[Fault, list[int | None]]] = []
         self.set_faults(tenant.faults)
         self._revoked_ns = 0
-        self._max_used_seq = 0
 
     def set_faults(self, faults: Iterable[Fault]) -> None:
         """Replace the armed faults; counts start afresh."""
@@ -68,16 +71,6 @@ class TenantState:
         with self._lock:
             return issued_ns <= self._revoked_ns
 
-    def use_refresh(self, seq: int, issued_ns: int) -> str | None:
-        """Record the use of refresh token `seq`; return why it is rejected, or None when it is good."""
-        with self._lock:
-            if issued_ns <= self._revoked_ns:
-                return "revoked"
-            if seq < self._max_used_seq:
-                return "superseded"
-            self._max_used_seq = seq
-            return None
-
 
 class World:
     """Everything a request handler needs: scenario, tenants by id, signer, clock and request counts."""
@@ -85,15 +78,20 @@ class World:
     def __init__(self, scenario: Scenario, clock: Callable[[], float]) -> None:
         """Build the tenants' state with time starting now."""
         self.scenario = scenario
+        self.cloud: CloudFacts = FACTS[scenario.cloud]
         self.clock = clock
         self.start = clock()
         self.signer = TokenSigner(scenario.seed)
-        self.tenants = {t.tenant_id.lower(): TenantState(t, scenario.seed, self.start) for t in scenario.tenants}
+        states = [TenantState(t, scenario.seed, self.start) for t in scenario.tenants]
+        # Entra takes a tenant's domain or its GUID in a URL; tokens name it by GUID (`tid`).
+        self.tenants = {
+            key: state for state in states for key in (state.scenario.tenant_id.lower(), state.directory_id)
+        }
         self._counts_lock = threading.Lock()
         self._counts = {t.tenant_id: dict.fromkeys(ENDPOINTS, 0) for t in scenario.tenants}
 
     def tenant(self, tenant_id: str) -> TenantState | None:
-        """The tenant with this id (case-insensitive), or None."""
+        """The tenant with this domain or GUID (case-insensitive), or None."""
         return self.tenants.get(tenant_id.lower())
 
     def count(self, tenant: TenantState | None, endpoint: str) -> None:

@@ -11,7 +11,6 @@ import secrets
 from dataclasses import dataclass
 from typing import Final
 
-API_AUDIENCE: Final = "https://api.partnercenter.microsoft.com"
 _JWT_HEADER: Final = base64.urlsafe_b64encode(b'{"typ":"JWT","alg":"HS256"}').rstrip(b"=").decode()
 # Entra refresh tokens are opaque strings starting like this; clients must not look inside.
 _REFRESH_PREFIX: Final = "0.A"
@@ -23,12 +22,14 @@ _VERIFIED_MAX: Final = 50_000
 class Claims:
     """What a verified token says."""
 
-    tenant: str  # the scenario tenant_id, lower-case
+    directory_id: str  # the tenant's GUID (`tid`)
     client_id: str
     issued_ns: int  # wall-clock ns at issue; revocation compares against it
+    issued_at: float = 0.0  # simulator clock at issue; refresh tokens expire from it
     app_user: bool = False
     expires: float = float("inf")  # access tokens: Unix time
-    seq: int = 0  # refresh tokens: position in the rotation chain (the scenario's own token is 0)
+    amr: tuple[str, ...] = ()  # how the user signed in at consent; App+User only
+    audience: str = ""  # access tokens: the resource they are for
 
 
 def _b64(data: bytes) -> str:
@@ -46,6 +47,13 @@ def _int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("not an integer")
     return value
+
+
+def _strings(value: object) -> tuple[str, ...]:
+    """A list-of-strings claim, or ValueError."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValueError("not a list of strings")
+    return tuple(value)
 
 
 def _float(value: object) -> float:
@@ -71,28 +79,42 @@ class TokenSigner:
         """Constant-time signature check; any text is accepted as input (headers may carry non-ASCII)."""
         return hmac.compare_digest(signature.encode(errors="replace"), self._sign(body).encode())
 
-    def access_token(self, claims: Claims, issued_at: float) -> str:
-        """A JWT-looking access token for the Partner Center API."""
-        payload = {
-            "aud": API_AUDIENCE,
-            "iss": f"https://sts.windows.net/{claims.tenant}/",
-            "tid": claims.tenant,
+    def access_token(self, claims: Claims, *, issuer: str, client_auth: str) -> str:
+        """A v1.0-style access token (Partner Center's resource takes v1.0 tokens) with Entra's claims.
+
+        Claims as in "Access token claims reference",
+        https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference: `appidacr` says how
+        the client authenticated ("0" public, "1" secret, "2" certificate or assertion); App+User tokens carry
+        `amr` and `scp`. `xns` is the simulator's own opaque claim, as Entra has `aio` and `rh`.
+        """
+        issued = int(claims.issued_at)
+        payload: dict[str, object] = {
+            "aud": claims.audience,
+            "iss": issuer,
+            "iat": issued,
+            "nbf": issued,
+            "exp": int(claims.expires),
             "appid": claims.client_id,
+            "appidacr": client_auth,
             "idtyp": "user" if claims.app_user else "app",
-            "iat": int(issued_at),
-            "exp": claims.expires,
+            "tid": claims.directory_id,
+            "ver": "1.0",
+            "uti": secrets.token_urlsafe(16),
             "xns": claims.issued_ns,
-            "jti": secrets.token_urlsafe(9),
         }
+        if claims.app_user:
+            payload["amr"] = list(claims.amr)
+            payload["scp"] = "user_impersonation"
         body = f"{_JWT_HEADER}.{_b64(json.dumps(payload, separators=(',', ':')).encode())}"
         return f"{body}.{self._sign(body)}"
 
     def refresh_token(self, claims: Claims) -> str:
-        """An opaque-looking refresh token carrying its chain position."""
+        """An opaque-looking refresh token carrying its issue time and the consent's `amr`."""
         payload = {
-            "tid": claims.tenant,
+            "tid": claims.directory_id,
             "appid": claims.client_id,
-            "seq": claims.seq,
+            "iat": claims.issued_at,
+            "amr": list(claims.amr),
             "xns": claims.issued_ns,
             "jti": secrets.token_urlsafe(9),
         }
@@ -122,17 +144,20 @@ class TokenSigner:
             return None
         try:
             return Claims(
-                tenant=str(payload["tid"]),
+                directory_id=str(payload["tid"]),
                 client_id=str(payload["appid"]),
                 issued_ns=_int(payload["xns"]),
+                issued_at=_float(payload["iat"]),
                 app_user=payload["idtyp"] == "user",
                 expires=_float(payload["exp"]),
+                amr=_strings(payload.get("amr", [])),
+                audience=str(payload["aud"]),
             )
         except (KeyError, TypeError, ValueError):
             return None
 
     def verify_refresh(self, token: str) -> Claims | None:
-        """Claims of a well-formed, correctly signed refresh token (rotation and revocation not checked)."""
+        """Claims of a well-formed, correctly signed refresh token (expiry and revocation not checked)."""
         body, _, signature = token.rpartition(".")
         if not body.startswith(_REFRESH_PREFIX) or not self._valid(body, signature):
             return None
@@ -141,11 +166,12 @@ class TokenSigner:
             return None
         try:
             return Claims(
-                tenant=str(payload["tid"]),
+                directory_id=str(payload["tid"]),
                 client_id=str(payload["appid"]),
                 issued_ns=_int(payload["xns"]),
+                issued_at=_float(payload["iat"]),
                 app_user=True,
-                seq=_int(payload["seq"]),
+                amr=_strings(payload["amr"]),
             )
         except (KeyError, TypeError, ValueError):
             return None

@@ -1,0 +1,330 @@
+"""Scenario files and values: the strict YAML rules, every key checked with its path, the default scenario."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from exporter.config.yamlfile import ConfigError
+from exporter.simulator import (
+    Currency,
+    Fault,
+    Federation,
+    Scenario,
+    ScenarioError,
+    Simulator,
+    TenantScenario,
+    default_scenario,
+    load_scenario,
+    parse_scenario,
+)
+from tests.test_simulator_support import SCOPE, api_get, assert_partner_error, post_token, rsa_credential
+
+TENANT = "{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: USD, balance: 1}]}"
+USD = (Currency(code="USD", symbol="$", balance=1.0),)
+
+
+def app_token(client: httpx.Client, tenant: str, client_id: str, secret: str) -> str:
+    form = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret, "scope": SCOPE}
+    response = post_token(client, tenant, form)
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("tenants: nope", "tenants: must be a list"),
+        ("seed: 1", "tenants: must be a list"),
+        ("tenant: []", "tenant: unknown key"),
+        ("[1]", "must be a mapping"),
+        (
+            "tenants: [{tenant_id: a, client_id: b, currencies: [{code: USD, balance: 1}]}]",
+            "tenants[0].client_secret: required unless certificates, federated or refresh_token is set",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: []}]",
+            "tenants[0].currencies: must list at least one currency",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: DOLLAR, balance: 1}]}]",
+            "tenants[0].currencies[0].code: must be a three-letter ISO 4217 code",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: USD, balance: x}]}]",
+            "tenants[0].currencies[0].balance: must be a number",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 5, invoice_types: {A: 1}}]}]",
+            "tenants[0].currencies[0].invoice_types: amounts must add up to the balance 5.0",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1, drift: {invoice_every: 5}}]}]",
+            "tenants[0].currencies[0].drift.invoice_amount: required with invoice_every and invoice_amount",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1, latest_invoice_date: yesterday}]}]",
+            "tenants[0].currencies[0].latest_invoice_date: must be an ISO 8601 date-time like 2026-11-01T00:00:00Z",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "quirks: [odd], currencies: [{code: USD, balance: 1}]}]",
+            "tenants[0].quirks[0]: unknown quirk; known: bom, integer_amounts, lowercase_invoice_types, naive_dates, "
+            "no_details, null_symbol, seven_digit_fractions",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1}], faults: [{kind: boom}]}]",
+            "tenants[0].faults[0].kind: must be one of empty, html, huge, latency, reset, slow_body, status, throttle, "
+            "timeout, truncated, xml",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1}], faults: [{kind: status}]}]",
+            "tenants[0].faults[0].status: required for kind status: an HTTP status between 200 and 599",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1}], faults: [{kind: reset, count: 0}]}]",
+            "tenants[0].faults[0].count: must be at least 1",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1}], faults: [{kind: reset, endpoint: web}]}]",
+            "tenants[0].faults[0].endpoint: must be one of any, api, summaries, summary, token",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: USD, balance: 1}]},"
+            " {tenant_id: A, client_id: b, client_secret: c, currencies: [{code: USD, balance: 1}]}]",
+            "tenants[1].tenant_id: duplicate of tenants[0].tenant_id",
+        ),
+        ("token_lifetime: 0\ntenants: []", "token_lifetime: must be at least 1"),
+        ("expires_in_as_string: yes please\ntenants: []", "expires_in_as_string: must be true or false"),
+        ("refresh_token_lifetime: 0\ntenants: []", "refresh_token_lifetime: must be at least 1"),
+        ("cloud: mars\ntenants: []", "cloud: must be one of china, global, usgov"),
+        ("cloud: [global]\ntenants: []", "cloud: must be a string"),
+        (f"tenants: [{TENANT[:-1]}, mfa: maybe}}]", "tenants[0].mfa: must be true or false"),
+        (
+            f"tenants: [{TENANT[:-1]}, certificates: [nope]}}]",
+            "tenants[0].certificates[0]: not a PEM X.509 certificate",
+        ),
+        (f"tenants: [{TENANT[:-1]}, certificates: nope}}]", "tenants[0].certificates: must be a list"),
+        (
+            f"tenants: [{TENANT[:-1]}, federated: {{issuer: i}}}}]",
+            "tenants[0].federated.subject: must be a non-empty string",
+        ),
+        (
+            f"tenants: [{TENANT[:-1]}, federated: {{issuer: i, subject: s, aud: x}}}}]",
+            "tenants[0].federated.aud: unknown key",
+        ),
+        # The exporter's strict YAML: duplicate keys, aliases, merge keys and foreign tags are refused.
+        ("tenants: []\ntenants: []", "tenants: duplicate key at line 2, column 1 (first at line 1)"),
+        (
+            "seed: &s 1\nlatency: *s\ntenants: []",
+            "latency: at line 1, column 7: anchors and aliases are not supported; write the value out",
+        ),
+        (
+            "tenants: [{<<: {client_id: x}}]",
+            "tenants[0]: at line 1, column 12: merge keys (<<) are not supported; write the keys out",
+        ),
+        ("seed: !!python/int 1\ntenants: []", "seed: at line 1, column 7: tag !!python/int is not supported"),
+        (
+            "tenants: [",
+            "invalid YAML at line 2, column 1: did not find expected node content "
+            "(while parsing a flow node at line 2, column 1)",
+        ),
+    ],
+)
+def test_invalid_scenarios_name_the_key_path(text: str, message: str) -> None:
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(text)
+    assert str(caught.value) == message
+    assert isinstance(caught.value, ConfigError)
+    path, _, rest = message.partition(": ")
+    assert (caught.value.path, caught.value.message) in {(path, rest), ("", message)}
+
+
+def test_the_documented_scenario_example_parses(tmp_path: Path) -> None:
+    path = tmp_path / "scenario.yaml"
+    path.write_text(
+        """
+seed: 1
+cloud: global
+token_lifetime: 3600
+refresh_token_lifetime: 7776000
+expires_in_as_string: false
+latency: 0
+tenants:
+  - tenant_id: contoso.onmicrosoft.com
+    client_id: 11111111-1111-4111-8111-111111111111
+    client_secret: demo-contoso-secret
+    refresh_token: demo-contoso-refresh-token
+    mfa: true
+    token_lifetime: 60
+    latency: 0.1
+    currencies:
+      - code: USD
+        symbol: "$"
+        balance: 42000.5
+        invoice_types: {Recurring: 30000, OneTime: 12000.5}
+        last_payment: {amount: 1000, date: "2026-10-01T00:00:00Z"}
+        latest_invoice_date: 2026-11-01T00:00:00
+        drift: {invoice_every: 60, invoice_amount: 500, payment_every: 300, payment_amount: 2000}
+    quirks: [bom, naive_dates, integer_amounts, lowercase_invoice_types, null_symbol, no_details, seven_digit_fractions]
+    faults:
+      - {kind: status, status: 503, endpoint: summary, probability: 0.2}
+      - {kind: throttle, retry_after: 30, probability: 0.1}
+  - tenant_id: aks.onmicrosoft.com
+    client_id: 66666666-6666-4666-8666-666666666666
+    federated:
+      issuer: https://oidc.prod-aks.azure.com/00000000-0000-0000-0000-000000000000/
+      subject: system:serviceaccount:monitoring:partnercenter-exporter
+    currencies: [{code: EUR, balance: 10}]
+""",
+        encoding="utf-8",
+    )
+    scenario = load_scenario(path)
+    tenant, aks = scenario.tenants
+    assert tenant.token_lifetime == 60
+    # An unquoted date-time arrives as text (the strict loader keeps dates as written) and still parses.
+    assert tenant.currencies[0].latest_invoice_date == datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+    assert tenant.faults[1] == Fault(kind="throttle", retry_after=30, probability=0.1)
+    assert aks.federated == Federation(
+        issuer="https://oidc.prod-aks.azure.com/00000000-0000-0000-0000-000000000000/",
+        subject="system:serviceaccount:monitoring:partnercenter-exporter",
+        audience="api://AzureADTokenExchange",
+    )
+    assert "demo-contoso-secret" not in repr(scenario)
+    assert "demo-contoso-refresh-token" not in repr(scenario)
+    with pytest.raises(ScenarioError, match=r"^cannot read .*missing\.yaml: No such file or directory$"):
+        load_scenario(tmp_path / "missing.yaml")
+
+
+def test_scenario_values_built_in_python_are_checked() -> None:
+    with pytest.raises(ScenarioError) as caught:
+        TenantScenario(tenant_id="x", client_id="y", certificates=("garbage",), currencies=USD)
+    assert str(caught.value) == "certificates[0]: not a PEM X.509 certificate"
+    with pytest.raises(ScenarioError, match=r"^client_secret: required unless certificates, federated or "):
+        TenantScenario(tenant_id="x", client_id="y", currencies=USD)
+    with pytest.raises(ScenarioError, match=r"^currencies: must list at least one currency$"):
+        TenantScenario(tenant_id="x", client_id="y", client_secret="z")
+    with pytest.raises(ScenarioError, match=r"^code: must be a three-letter ISO 4217 code$"):
+        Currency(code="usd", symbol=None, balance=1.0)
+    with pytest.raises(ScenarioError, match=r"^cloud: must be one of "):
+        Scenario(tenants=(), cloud="moon")  # type: ignore[arg-type]
+    base = default_scenario()
+    twin = dataclasses.replace(base.tenants[0], client_id="z")
+    with pytest.raises(ScenarioError) as duplicate:
+        dataclasses.replace(base, tenants=(*base.tenants, twin))
+    assert str(duplicate.value) == "tenants[5].tenant_id: duplicate of tenants[0].tenant_id"
+    # The same tenant named by its GUID is still the same tenant.
+    by_guid = dataclasses.replace(twin, tenant_id=base.tenants[0].directory_id)
+    with pytest.raises(ScenarioError, match=r"^tenants\[5\]\.tenant_id: duplicate of tenants\[0\]"):
+        dataclasses.replace(base, tenants=(*base.tenants, by_guid))
+
+
+def test_the_demo_can_add_a_certificate_tenant_to_the_default_scenario() -> None:
+    base = default_scenario()
+    cred = rsa_credential("a")
+    tenant = TenantScenario(
+        tenant_id="tailspin.onmicrosoft.com",
+        client_id="77777777-7777-4777-8777-777777777777",
+        certificates=(cred.pem,),
+        currencies=USD,
+    )
+    scenario = dataclasses.replace(base, tenants=(*base.tenants, tenant))
+    with Simulator(scenario) as s, httpx.Client(base_url=s.url) as c:
+        url = f"{s.url}/tailspin.onmicrosoft.com/oauth2/v2.0/token"
+        form = {
+            "grant_type": "client_credentials",
+            "client_id": tenant.client_id,
+            "scope": SCOPE,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "client_assertion": cred.assertion(client_id=tenant.client_id, audience=url),
+        }
+        response = post_token(c, "tailspin.onmicrosoft.com", form)
+        assert response.status_code == 200, response.text
+        assert api_get(c, "summary", response.json()["access_token"]).json()["balanceAmount"] == 1
+
+
+def test_default_scenario_has_the_documented_tenants() -> None:
+    scenario = default_scenario()
+    ids = [(t.tenant_id, t.client_id, t.client_secret, t.refresh_token, t.mfa) for t in scenario.tenants]
+    assert ids == [
+        ("contoso.onmicrosoft.com", "11111111-1111-4111-8111-111111111111", "demo-contoso-secret", None, True),
+        (
+            "fabrikam.onmicrosoft.com",
+            "22222222-2222-4222-8222-222222222222",
+            "demo-fabrikam-secret",
+            "demo-fabrikam-refresh-token",
+            True,
+        ),
+        ("northwind.onmicrosoft.com", "33333333-3333-4333-8333-333333333333", "demo-northwind-secret", None, True),
+        ("adatum.onmicrosoft.com", "44444444-4444-4444-8444-444444444444", "demo-adatum-secret", None, True),
+        (
+            "woodgrove.onmicrosoft.com",
+            "55555555-5555-4555-8555-555555555555",
+            "demo-woodgrove-secret",
+            "demo-woodgrove-refresh-token",
+            False,
+        ),
+    ]
+    contoso, fabrikam, northwind, adatum, woodgrove = scenario.tenants
+    assert (scenario.seed, scenario.cloud, scenario.token_lifetime) == (1, "global", 3600)
+    assert [c.code for c in fabrikam.currencies] == ["USD", "EUR", "GBP"]
+    assert [c.balance for c in fabrikam.currencies] == [18250.75, 9400.0, 3120.4]
+    assert northwind.currencies[0].code == "EUR"
+    assert northwind.currencies[0].balance > 100_000
+    assert contoso.currencies[0].balance == 42000.5
+    assert contoso.currencies[0].last_payment is not None
+    assert contoso.currencies[0].last_payment.date == datetime(2026, 10, 1, tzinfo=UTC).timestamp()
+    assert contoso.currencies[0].drift is not None
+    assert [(f.kind, f.status, f.retry_after, f.probability) for f in adatum.faults] == [
+        ("status", 503, None, 0.25),
+        ("throttle", None, 30, 0.05),
+    ]
+    assert [c.code for c in woodgrove.currencies] == ["USD"]
+    assert woodgrove.currencies[0].balance > 0
+
+
+def test_woodgrove_gets_tokens_but_partner_center_refuses_them() -> None:
+    woodgrove = default_scenario().tenants[4]
+    with Simulator(default_scenario()) as s, httpx.Client(base_url=s.url) as c:
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": woodgrove.client_id,
+            "client_secret": "demo-woodgrove-secret",
+            "refresh_token": "demo-woodgrove-refresh-token",
+            "scope": f"{SCOPE} offline_access",
+        }
+        answer = post_token(c, woodgrove.tenant_id, form)
+        assert answer.status_code == 200, answer.text
+        assert_partner_error(api_get(c, "summaries", answer.json()["access_token"]), 401, 900421)
+        token = app_token(c, woodgrove.tenant_id, woodgrove.client_id, "demo-woodgrove-secret")
+        assert api_get(c, "summary", token).json()["balanceAmount"] == woodgrove.currencies[0].balance
+
+
+def test_generated_scenario() -> None:
+    scenario = Scenario.generated(12, currencies=2, latency=0.01)
+    assert len(scenario.tenants) == 12
+    assert scenario.latency == 0.01
+    first = scenario.tenants[0]
+    assert first.tenant_id == "tenant-0001.onmicrosoft.com"
+    assert first.client_id == str(uuid.uuid5(uuid.NAMESPACE_DNS, "tenant-0001.onmicrosoft.com"))
+    assert first.client_secret == "secret-0001"
+    assert scenario.tenants[11].tenant_id == "tenant-0012.onmicrosoft.com"
+    assert all(len(t.currencies) == 2 for t in scenario.tenants)
+    assert {len(c.invoice_types) for t in scenario.tenants for c in t.currencies} == {2, 3}
+    assert Scenario.generated(12, currencies=2, latency=0.01) == scenario
+    with Simulator(scenario) as s, httpx.Client(base_url=s.url) as c:
+        token = app_token(c, "tenant-0012.onmicrosoft.com", scenario.tenants[11].client_id, "secret-0012")
+        body = api_get(c, "summary", token).json()
+    assert body["balanceAmount"] == pytest.approx(scenario.tenants[11].currencies[0].balance)
