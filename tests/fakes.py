@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import textwrap
 import time
@@ -12,12 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from exporter.config import Config, parse_config
+from exporter.demo import self_signed
 
 FIXTURES = Path(__file__).parent / "data" / "bodies"
 SUMMARY_BODY = (FIXTURES / "invoice_summary.json").read_bytes()
@@ -118,19 +115,5 @@ def certificate_pem(
 ) -> tuple[bytes, bytes, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey]:
     """(private key PEM, certificate PEM, key) of a self-signed app certificate valid for `days` from now."""
     key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "partnercenter-exporter test")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return key_pem, certificate.public_bytes(serialization.Encoding.PEM), key
+    key_pem, certificate = self_signed(key, days)
+    return key_pem, certificate, key
