@@ -17,6 +17,9 @@ from exporter.upstream.model import InvoiceSummary
 
 # Status codes whose error counters exist from the first scrape, so that rate() works before the first failure.
 SEEDED_STATUS_CODES = ("401", "403", "429", "500")
+# The token endpoint's 400 is a dead refresh token or a misconfigured app (invalid_grant, invalid_scope): the auth
+# alert's increase() only sees a failure if the series existed before it.
+_SEEDED_TOKEN_CODES = ("400", *SEEDED_STATUS_CODES)
 
 K = TypeVar("K")
 
@@ -49,7 +52,9 @@ class TenantState:
         return cls(
             name=name,
             requests=MappingProxyType(dict.fromkeys(endpoints, 0)),
-            errors=MappingProxyType({(e, s): 0 for e in endpoints for s in SEEDED_STATUS_CODES}),
+            errors=MappingProxyType(
+                {(e, s): 0 for e in endpoints for s in (_SEEDED_TOKEN_CODES if e == "token" else SEEDED_STATUS_CODES)}
+            ),
         )
 
     def counted(self, endpoint: str, status: str | None) -> TenantState:

@@ -239,7 +239,8 @@ def test_failing_tenant_leaves_others_untouched(tmp_path: Path) -> None:
     _poll_all(poller)
     good, bad = _state(store, "good"), _state(store, "bad")
     assert good.up is True
-    assert good.errors == {(e, s): 0 for e in ("token", "summary") for s in ("401", "403", "429", "500")}
+    seeded = {("token", "400"): 0} | {(e, s): 0 for e in ("token", "summary") for s in ("401", "403", "429", "500")}
+    assert good.errors == seeded
     assert bad.up is False
 
 
