@@ -128,43 +128,49 @@ def _value_families(tenants: list[tuple[TenantConfig, TenantState]]) -> Iterator
     yield thresholds
 
 
+# name, help, value: the per-tenant gauges of its polls, tokens and credentials.
+_TENANT_GAUGES: tuple[tuple[str, str, Callable[[TenantConfig, TenantState], float | None]], ...] = (
+    ("partnercenter_up", "1 if the last poll of the tenant succeeded, else 0.", lambda t, s: _number(s.up)),
+    (
+        "partnercenter_last_success_timestamp_seconds",
+        "Time of the last successful poll of the tenant, Unix seconds.",
+        lambda t, s: s.last_success,
+    ),
+    (
+        "partnercenter_poll_duration_seconds",
+        "Duration of the last poll of the tenant, retries included.",
+        lambda t, s: s.poll_duration,
+    ),
+    (
+        "partnercenter_token_expiry_timestamp_seconds",
+        "Expiry of the access token in hand, Unix seconds.",
+        lambda t, s: s.token_expiry,
+    ),
+    (
+        "partnercenter_token_mfa",
+        "App+User: 1 if the access token's amr claim has mfa, else 0 (Partner Center refuses it: 900421).",
+        lambda t, s: _number(s.token_mfa),
+    ),
+    (
+        "partnercenter_credential_expiry_timestamp_seconds",
+        "Expiry (notAfter) of the tenant's client certificate, Unix seconds.",
+        lambda t, s: t.certificate.not_after if t.certificate is not None else None,
+    ),
+    (
+        "partnercenter_payment_terms_seconds",
+        "Payment terms from the exporter config: how long after an invoice it is due.",
+        lambda t, s: t.payment_terms,
+    ),
+)
+
+
+def _number(flag: bool | None) -> float | None:
+    return None if flag is None else float(flag)
+
+
 def _poll_families(tenants: list[tuple[TenantConfig, TenantState]]) -> Iterator[Metric]:
     """The families that describe each tenant's polls, tokens and credentials."""
-    gauges = {
-        "up": GaugeMetricFamily(
-            "partnercenter_up", "1 if the last poll of the tenant succeeded, else 0.", labels=["tenant"]
-        ),
-        "last_success": GaugeMetricFamily(
-            "partnercenter_last_success_timestamp_seconds",
-            "Time of the last successful poll of the tenant, Unix seconds.",
-            labels=["tenant"],
-        ),
-        "duration": GaugeMetricFamily(
-            "partnercenter_poll_duration_seconds",
-            "Duration of the last poll of the tenant, retries included.",
-            labels=["tenant"],
-        ),
-        "token_expiry": GaugeMetricFamily(
-            "partnercenter_token_expiry_timestamp_seconds",
-            "Expiry of the access token in hand, Unix seconds.",
-            labels=["tenant"],
-        ),
-        "mfa": GaugeMetricFamily(
-            "partnercenter_token_mfa",
-            "App+User: 1 if the access token's amr claim has mfa, else 0 (Partner Center refuses it: 900421).",
-            labels=["tenant"],
-        ),
-        "credential_expiry": GaugeMetricFamily(
-            "partnercenter_credential_expiry_timestamp_seconds",
-            "Expiry (notAfter) of the tenant's client certificate, Unix seconds.",
-            labels=["tenant"],
-        ),
-        "payment_terms": GaugeMetricFamily(
-            "partnercenter_payment_terms_seconds",
-            "Payment terms from the exporter config: how long after an invoice it is due.",
-            labels=["tenant"],
-        ),
-    }
+    gauges = [GaugeMetricFamily(name, text, labels=["tenant"]) for name, text, _ in _TENANT_GAUGES]
     requests = CounterMetricFamily(
         "partnercenter_api_requests", "Requests sent to Partner Center and Entra ID.", labels=["tenant", "endpoint"]
     )
@@ -180,26 +186,16 @@ def _poll_families(tenants: list[tuple[TenantConfig, TenantState]]) -> Iterator[
     )
     for tenant, state in tenants:
         name = [tenant.name]
-        credential_expiry = tenant.certificate.not_after if tenant.certificate is not None else None
-        values = {
-            "up": None if state.up is None else float(state.up),
-            "last_success": state.last_success,
-            "duration": state.poll_duration,
-            "token_expiry": state.token_expiry,
-            "mfa": None if state.token_mfa is None else float(state.token_mfa),
-            "credential_expiry": credential_expiry,
-            "payment_terms": tenant.payment_terms,
-        }
-        for key, value in values.items():
-            if value is not None:
-                gauges[key].add_metric(name, value)
+        for family, (_, _, field) in zip(gauges, _TENANT_GAUGES, strict=True):
+            if (value := field(tenant, state)) is not None:
+                family.add_metric(name, value)
         for endpoint in sorted(state.requests):
             requests.add_metric([tenant.name, endpoint], state.requests[endpoint])
         for endpoint, status in sorted(state.errors):
             errors.add_metric([tenant.name, endpoint, status], state.errors[(endpoint, status)])
         if tenant.refresh_token_file is not None:
             write_errors.add_metric(name, state.refresh_token_write_errors)
-    yield from gauges.values()
+    yield from gauges
     yield requests
     yield errors
     yield write_errors
