@@ -5,16 +5,15 @@ Linux only (/proc). Nothing here knows what is measured; bench/run.py decides th
 
 from __future__ import annotations
 
-import gzip as gzip_module
+import gzip
 import http.client
 import json
 import os
-import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,16 +48,27 @@ class Child:
     name: str
     proc: subprocess.Popen[bytes]
     log_path: Path
-    stop_signal: int = signal.SIGTERM
 
     @classmethod
     def spawn(
-        cls, name: str, argv: Sequence[str], log_path: Path, cwd: Path | None = None, stop_signal: int = signal.SIGTERM
+        cls,
+        name: str,
+        argv: Sequence[str],
+        log_path: Path,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> Child:
         """Start `argv` with stdout and stderr into `log_path`."""
         with log_path.open("wb") as out:
-            proc = subprocess.Popen(list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd)
-        return cls(name, proc, log_path, stop_signal)
+            proc = subprocess.Popen(
+                list(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                env=None if env is None else dict(env),
+            )
+        return cls(name, proc, log_path)
 
     def check_alive(self) -> None:
         """Raise with the log tail when the process has exited."""
@@ -67,7 +77,7 @@ class Child:
             raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time used so far."""
+        """User + system CPU time used so far, all threads."""
         stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
         fields = stat[stat.rindex(")") + 2 :].split()
         return (int(fields[11]) + int(fields[12])) / _TICKS
@@ -83,9 +93,9 @@ class Child:
         return rss, peak
 
     def stop(self) -> None:
-        """The stop signal (SIGTERM unless told), then SIGKILL after 10 s."""
+        """SIGTERM, then SIGKILL after 10 s."""
         if self.proc.poll() is None:
-            self.proc.send_signal(self.stop_signal)
+            self.proc.terminate()
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -128,7 +138,7 @@ class Scraper:
 
     def text(self, path: str) -> str:
         """The decoded body of a GET (asked gzipped: polling for a condition must not load the exporter)."""
-        return gunzip(self.get(path, gzip=True)[1]).decode()
+        return gzip.decompress(self.get(path, gzip=True)[1]).decode()
 
     def json(self, path: str) -> object:
         """The JSON body of a GET."""
@@ -141,11 +151,6 @@ class Scraper:
             self._conn = None
 
 
-def gunzip(body: bytes) -> bytes:
-    """Decompress a gzip body (to check what was served)."""
-    return gzip_module.decompress(body)
-
-
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile, q in [0, 100]."""
     ordered = sorted(values)
@@ -155,11 +160,11 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
-def scrape_series(port: int, count: int, budget: float, *, gzip: bool, warmup: int = 3) -> list[float]:
-    """Latencies of up to `count` sequential scrapes of /metrics, stopping early after `budget` seconds."""
+def scrape_series(port: int, count: int, budget: float, *, gzip: bool) -> list[float]:
+    """Latencies of up to `count` sequential scrapes of /metrics (at least 10), stopping after `budget` seconds."""
     scraper = Scraper(port)
     try:
-        for _ in range(warmup):
+        for _ in range(3):  # warm up: the connection, and any cache filled on the first request of a kind
             scraper.get("/metrics", gzip=gzip)
         latencies: list[float] = []
         deadline = time.monotonic() + budget
@@ -172,11 +177,11 @@ def scrape_series(port: int, count: int, budget: float, *, gzip: bool, warmup: i
 
 @dataclass
 class Sampler:
-    """Samples a child's CPU time and RSS every `period` seconds in a thread: (wall time, cpu, rss)."""
+    """Samples a child's CPU time every `period` seconds in a thread: (wall time, cpu seconds)."""
 
     child: Child
     period: float = 0.02
-    samples: list[tuple[float, float, int]] = field(default_factory=list)
+    samples: list[tuple[float, float]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -193,27 +198,24 @@ class Sampler:
 
     def cpu_at(self, when: float) -> float:
         """CPU seconds at wall time `when` (the last sample at or before it)."""
-        before = [cpu for t, cpu, _ in self.samples if t <= when]
+        before = [cpu for t, cpu in self.samples if t <= when]
         return before[-1] if before else 0.0
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 cpu = self.child.cpu_seconds()
-                rss, _ = self.child.memory()
             except (FileNotFoundError, ProcessLookupError):
                 return
-            self.samples.append((time.time(), cpu, rss))
+            self.samples.append((time.time(), cpu))
             self._stop.wait(self.period)
 
 
 @dataclass
 class BackgroundScrapes:
-    """Scrapes /metrics back to back in a thread; records (wall start time, seconds) of each."""
+    """Scrapes /metrics gzip every `pace` seconds in a thread, like a (busy) Prometheus: (wall start, seconds)."""
 
     port: int
-    # Like Prometheus: gzip. Still far busier than Prometheus (every 15-60 s), but not a load test of our own.
-    gzip: bool = True
     pace: float = 0.1
     results: list[tuple[float, float]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -231,13 +233,18 @@ class BackgroundScrapes:
         if self._thread is not None:
             self._thread.join()
 
+    def slowest(self, start: float, end: float) -> float | None:
+        """The longest scrape, in seconds, of those started between `start` and `end` (wall time)."""
+        during = [s for t, s in self.results if start <= t <= end]
+        return max(during) if during else None
+
     def _run(self) -> None:
         scraper = Scraper(self.port)
         try:
             while not self._stop.is_set():
                 started = time.time()
                 try:
-                    elapsed, _ = scraper.get("/metrics", gzip=self.gzip)
+                    elapsed, _ = scraper.get("/metrics", gzip=True)
                 except (OSError, http.client.HTTPException, RuntimeError) as exc:
                     # Before the exporter listens, or while it starts: not a scrape to time.
                     self.errors.append(repr(exc))

@@ -1,7 +1,8 @@
-"""The benchmark's simulator process: N generated tenants with a fixed invoice latency, until SIGTERM.
+"""The benchmark's upstream: N generated App+User tenants with a fixed invoice latency, until SIGTERM.
 
-Run by bench/run.py in its own process (its own GIL), like the simulator of a compose stack:
-`python bench/simulator.py --port=P --tenants=N --currencies=3 --latency=0.1`.
+Run by bench/run.py in its own process (its own GIL), from this checkout whichever exporter is measured:
+`python bench/simulator.py --port=P --tenants=N --currencies=3 --latency=0.1 --token-lifetime=60`.
+Only the simulator's public API is used (`Scenario.generated`, `Simulator`; docs/simulator.md).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporter.signals import StopRequest
 from exporter.simulator import Scenario, Simulator
 
 
@@ -23,18 +23,18 @@ def main() -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--tenants", type=int, required=True)
     p.add_argument("--currencies", type=int, default=3)
-    p.add_argument("--latency", type=float, default=0.1)
-    p.add_argument("--token-lifetime", type=int, default=3600)
+    p.add_argument("--latency", type=float, default=0.1, help="seconds added to every invoice answer")
+    p.add_argument("--token-lifetime", type=int, default=3600, help="expires_in of access tokens, seconds")
     args = p.parse_args()
     scenario = Scenario.generated(
         args.tenants, args.currencies, args.latency, token_lifetime=args.token_lifetime, app_user=True
     )
-    stop = StopRequest()
-    signal.signal(signal.SIGTERM, stop.on_signal)
-    signal.signal(signal.SIGINT, stop.on_signal)
+    # Blocked before the server's threads start, so that they inherit the mask and only sigwait sees the signals.
+    stop = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)
     sim = Simulator(scenario, host="127.0.0.1", port=args.port)
     sim.start()
-    stop.wait()
+    signal.sigwait(stop)
     sim.stop()
     return 0
 
