@@ -15,13 +15,13 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from typing import TYPE_CHECKING
 
 from exporter.config.yamlfile import ConfigError
 from exporter.secret import Secret
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -54,6 +54,11 @@ Credential = Secret | Certificate | AssertionFile
 
 def load_certificate(data: bytes, file: Path, shown: str, path: str) -> Certificate:
     """Parse a PEM file holding an unencrypted RSA private key and its certificate (in either order)."""
+    # Imported here: cryptography adds ~8 MiB to the resident memory, and only certificate tenants need it.
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
+
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
