@@ -2,13 +2,12 @@
 
 prometheus_client renders a 1000-tenant snapshot (~60,000 samples) in about half a second (OpenMetrics: more),
 which a scrape must not pay and a poll cycle should not either. So a renderer thread renders the business
-families after the snapshot changes, once changes have settled (a poll cycle publishes a change every few tens of
-milliseconds; rendering each would take a core) and never more than a tenth of the time, and a scrape serves the
-last rendering. The few families that
-change on every scrape or must be current the moment a reload answers (`live`: process_*, reload, build info) are
-rendered per scrape and appended. For gzip, the rendering is compressed once with a sync flush and the
-compressor kept: a scrape compresses only the live part on a copy of it (`zlib`'s `Compress.copy()`), which
-yields one valid gzip stream whose CRC and length zlib keeps.
+families after the snapshot changes, once changes have settled (a poll cycle publishes a change every few tens
+of milliseconds; rendering each would take a core) and never for more than a tenth of the time, and a scrape
+serves the last rendering. The few families that change on every scrape or must be current the moment a reload
+answers (`live`: process_*, reload, build info) are rendered per scrape and appended. For gzip, the rendering is
+compressed once with a sync flush and the compressor kept: a scrape compresses only the live part on a copy of
+it (`zlib`'s `Compress.copy()`), which yields one valid gzip stream whose CRC and length zlib keeps.
 """
 
 from __future__ import annotations
