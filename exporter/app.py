@@ -21,7 +21,8 @@ from exporter.config import Config, ConfigError, load_config
 from exporter.config.web import WebConfig
 from exporter.exposition import Exposition
 from exporter.poller import Poller, RetryPolicy
-from exporter.server.http import ExporterServer, Routes, serve_in_thread
+from exporter.server.connections import DEFAULT_LIMITS, Limits, serve_in_thread
+from exporter.server.http import ExporterServer, Routes
 from exporter.snapshot import SnapshotStore, TenantState
 from exporter.statefile import RestoredTenant, load_state, save_state
 from exporter.upstream.client import TransportFactory
@@ -74,6 +75,7 @@ class App:
         transport_factory: TransportFactory | None = None,
         config_loader: Callable[[Path], Config] = load_config,
         render_settle: float = 0.5,
+        server_limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._config_path = config_path
         self._config_loader = config_loader
@@ -91,7 +93,7 @@ class App:
             config, self.store, retry=retry, transport_factory=transport_factory, on_success=self._state_dirty.set
         )
         routes = Routes(self.exposition, lambda: self.store.current, self.reload, web_config)
-        self.server = ExporterServer(listen[0], listen[1], routes)
+        self.server = ExporterServer(listen[0], listen[1], routes, server_limits)
         self._reload_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_polling: asyncio.Event | None = None
