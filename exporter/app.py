@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -59,6 +59,22 @@ def _restored(entry: RestoredTenant) -> Callable[[TenantState], TenantState]:
         return replace(state, summaries=entry.summaries, last_success=entry.last_success)
 
     return change
+
+
+def config_changes(old: Config, new: Config) -> dict[str, tuple[str, ...]]:
+    """What a reload changes, for its log line: tenants `added`, `removed`, `changed` (by name), and the top-level
+    `settings` whose values differ; only the non-empty ones."""
+    before = {t.name: t for t in old.tenants}
+    after = {t.name: t for t in new.tenants}
+    changes = {
+        "added": tuple(name for name in after if name not in before),
+        "removed": tuple(name for name in before if name not in after),
+        "changed": tuple(name for name, tenant in after.items() if name in before and before[name] != tenant),
+        "settings": tuple(
+            f.name for f in fields(Config) if f.name != "tenants" and getattr(old, f.name) != getattr(new, f.name)
+        ),
+    }
+    return {key: names for key, names in changes.items() if names}
 
 
 class App:
@@ -126,6 +142,7 @@ class App:
                 return False, f"config reload rejected: {exc}"
             if self._loop is None:
                 return False, "not running"
+            running = self.store.current.config
             future = asyncio.run_coroutine_threadsafe(self.poller.apply_config(config), self._loop)
             try:
                 future.result(timeout=30)
@@ -133,7 +150,11 @@ class App:
                 self.store.reload_failed()
                 log.exception("applying the new config failed")
                 return False, "config reload failed: internal error (see the exporter log)"
-            log.info("config reloaded", extra={"tenants": len(config.tenants)})
+            changes = config_changes(running, config)
+            log.info(
+                "config reloaded" if changes else "config reloaded; nothing changed",
+                extra={"tenants": len(config.tenants), **changes},
+            )
             return True, "config reloaded"
 
     def stop(self, timeout: float = 4.0) -> None:

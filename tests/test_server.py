@@ -376,6 +376,26 @@ def test_a_failing_route_answers_500_and_logs_the_bug(
     assert record.exc_info is not None
 
 
+def test_reload_logs_what_changed(running: tuple[App, Path], caplog: pytest.LogCaptureFixture) -> None:
+    app, config_file = running
+    caplog.set_level(logging.INFO, logger="exporter.app")
+    assert httpx.post(app.url + "/-/reload").status_code == 200
+    _write_config(
+        config_file,
+        tenant_yaml("contoso").replace("secret-of-contoso", "rotated") + tenant_yaml("added"),
+        interval="2m",
+    )
+    assert httpx.post(app.url + "/-/reload").status_code == 200
+    unchanged, changed = [r for r in caplog.records if r.getMessage().startswith("config reloaded")]
+    assert unchanged.getMessage() == "config reloaded; nothing changed"
+    assert changed.getMessage() == "config reloaded"
+    assert changed.__dict__["added"] == ("added",)
+    assert changed.__dict__["removed"] == ("broken",)
+    assert changed.__dict__["changed"] == ("contoso",)
+    assert changed.__dict__["settings"] == ("interval",)
+    assert "rotated" not in repr(vars(changed))  # names, never values
+
+
 def _slow_client(app: App, partial: bytes = b"GET /metrics HTTP/1.1\r\nHost: t\r\n") -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", app.server.server_address[1]), timeout=10)
     sock.sendall(partial)
