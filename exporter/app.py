@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -21,7 +21,8 @@ from exporter.config import Config, ConfigError, load_config
 from exporter.config.web import WebConfig
 from exporter.exposition import Exposition
 from exporter.poller import Poller, RetryPolicy
-from exporter.server.http import ExporterServer, Routes, serve_in_thread
+from exporter.server.connections import DEFAULT_LIMITS, Limits, serve_in_thread
+from exporter.server.http import ExporterServer, Routes
 from exporter.snapshot import SnapshotStore, TenantState
 from exporter.statefile import RestoredTenant, load_state, save_state
 from exporter.upstream.client import TransportFactory
@@ -60,6 +61,22 @@ def _restored(entry: RestoredTenant) -> Callable[[TenantState], TenantState]:
     return change
 
 
+def config_changes(old: Config, new: Config) -> dict[str, tuple[str, ...]]:
+    """What a reload changes, for its log line: tenants `added`, `removed`, `changed` (by name), and the top-level
+    `settings` whose values differ; only the non-empty ones."""
+    before = {t.name: t for t in old.tenants}
+    after = {t.name: t for t in new.tenants}
+    changes = {
+        "added": tuple(name for name in after if name not in before),
+        "removed": tuple(name for name in before if name not in after),
+        "changed": tuple(name for name, tenant in after.items() if name in before and before[name] != tenant),
+        "settings": tuple(
+            f.name for f in fields(Config) if f.name != "tenants" and getattr(old, f.name) != getattr(new, f.name)
+        ),
+    }
+    return {key: names for key, names in changes.items() if names}
+
+
 class App:
     """A running exporter: start(), reload(), stop()."""
 
@@ -74,6 +91,7 @@ class App:
         transport_factory: TransportFactory | None = None,
         config_loader: Callable[[Path], Config] = load_config,
         render_settle: float = 0.5,
+        server_limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._config_path = config_path
         self._config_loader = config_loader
@@ -91,7 +109,7 @@ class App:
             config, self.store, retry=retry, transport_factory=transport_factory, on_success=self._state_dirty.set
         )
         routes = Routes(self.exposition, lambda: self.store.current, self.reload, web_config)
-        self.server = ExporterServer(listen[0], listen[1], routes)
+        self.server = ExporterServer(listen[0], listen[1], routes, server_limits)
         self._reload_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_polling: asyncio.Event | None = None
@@ -124,6 +142,7 @@ class App:
                 return False, f"config reload rejected: {exc}"
             if self._loop is None:
                 return False, "not running"
+            running = self.store.current.config
             future = asyncio.run_coroutine_threadsafe(self.poller.apply_config(config), self._loop)
             try:
                 future.result(timeout=30)
@@ -131,7 +150,11 @@ class App:
                 self.store.reload_failed()
                 log.exception("applying the new config failed")
                 return False, "config reload failed: internal error (see the exporter log)"
-            log.info("config reloaded", extra={"tenants": len(config.tenants)})
+            changes = config_changes(running, config)
+            log.info(
+                "config reloaded" if changes else "config reloaded; nothing changed",
+                extra={"tenants": len(config.tenants), **changes},
+            )
             return True, "config reloaded"
 
     def stop(self, timeout: float = 4.0) -> None:

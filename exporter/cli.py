@@ -1,10 +1,16 @@
-"""The command line: Prometheus-style flags, signals, exit codes (0 ok, 1 runtime failure, 2 bad input)."""
+"""The command line: Prometheus-style flags, signals, exit codes (0 ok, 1 runtime failure, 2 invalid input).
+
+What goes wrong before the exporter runs is said once: flags that make no sense as one line on stderr, as
+argparse does; an invalid file as one log line (under --config.check, as one plain line, since a person or a
+CI job reads it).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 import sys
@@ -16,110 +22,181 @@ from types import FrameType
 
 from prometheus_client import generate_latest
 
-from exporter import __version__
 from exporter.app import App, business_registry, restore_state
 from exporter.config import Config, ConfigError, describe_config, load_config
-from exporter.config.web import WebConfig, WebConfigError, load_web_config
-from exporter.logs import configure_logging
+from exporter.config.web import WebConfig, load_web_config
+from exporter.logs import FORMATS, LEVELS, configure_logging
 from exporter.poller import Poller
 from exporter.signals import StopRequest
 from exporter.snapshot import SnapshotStore
+from exporter.version import version_line
 
 log = logging.getLogger(__name__)
 
+PROGRAM = "partnercenter-exporter"
 DEFAULT_PORT = 9089
 DEFAULT_LISTEN = f":{DEFAULT_PORT}"
-EXIT_USAGE = 2
+EXIT_CANNOT_LISTEN = 1
+EXIT_USAGE = 2  # invalid flags, config or web config
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags, named like every Prometheus exporter's."""
     p = argparse.ArgumentParser(
-        prog="partnercenter-exporter",
+        prog=PROGRAM,
         description="Prometheus exporter for Microsoft Partner Center invoice summaries.",
     )
-    p.add_argument("--config.file", dest="config_file", type=Path, help="YAML configuration file")
+    p.add_argument("--config.file", dest="config_file", type=Path, metavar="PATH", help="YAML configuration file")
     p.add_argument(
         "--config.check",
         dest="config_check",
         action="store_true",
-        help="validate the configuration, print a summary and exit (0 valid, 2 invalid)",
+        help="validate the configuration (and --web.config.file, if given), print a summary and exit "
+        "(0 valid, 2 invalid)",
     )
     p.add_argument(
         "--once",
         action="store_true",
-        help="poll every tenant once, print the exposition and exit (1 if any tenant failed)",
+        help="poll every tenant once, print the exposition and exit (1 if any tenant failed); "
+        "the --web.* flags are ignored",
     )
     p.add_argument(
         "--demo",
         action="store_true",
-        help="run against the built-in simulator with sample tenants; needs no credentials",
+        help="run against the built-in simulator with sample tenants; needs no credentials and no --config.file",
     )
     p.add_argument(
         "--web.listen-address",
         dest="listen",
         default=DEFAULT_LISTEN,
-        help=f"[HOST]:PORT to serve on (default {DEFAULT_LISTEN})",
+        type=listen_address,
+        metavar="[HOST]:PORT",
+        help=f"where to serve; no HOST means every address, IPv4 and IPv6 (default: {DEFAULT_LISTEN})",
     )
     p.add_argument(
-        "--web.config.file", dest="web_config", type=Path, help="exporter-toolkit web configuration (TLS, basic auth)"
+        "--web.config.file",
+        dest="web_config",
+        type=Path,
+        metavar="PATH",
+        help="exporter-toolkit web configuration (TLS, basic auth)",
     )
-    p.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
-    p.add_argument("--version", action="version", version=f"partnercenter-exporter {__version__}")
+    p.add_argument(
+        "--log.level",
+        dest="log_level",
+        default="info",
+        type=str.lower,
+        choices=list(LEVELS),
+        metavar="LEVEL",
+        help="log events at this level and above: debug, info, warn (or warning), error (default: info)",
+    )
+    p.add_argument(
+        "--log.format",
+        dest="log_format",
+        default="logfmt",
+        choices=FORMATS,
+        metavar="FORMAT",
+        help="log line format: logfmt or json (default: logfmt)",
+    )
+    p.add_argument("--version", action="store_true", help="print the version, git revision and Python version")
     return p
 
 
-def parse_listen_address(value: str) -> tuple[str, int]:
-    """Split `[HOST]:PORT` (IPv6 hosts in brackets); raises ValueError with a readable message."""
+def listen_address(value: str) -> tuple[str, int]:
+    """`[HOST]:PORT` as (host, port), IPv6 hosts in brackets; the type of --web.listen-address."""
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"--web.listen-address: {value!r} is not [HOST]:PORT")
+        raise argparse.ArgumentTypeError(f"{value!r} is not [HOST]:PORT")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise ValueError(f"--web.listen-address: put IPv6 addresses in brackets: [{host}]:{port}")
+        raise argparse.ArgumentTypeError(f"put IPv6 addresses in brackets: [{host}]:{port}")
     return host, int(port)
 
 
+def conflict(args: argparse.Namespace) -> str | None:
+    """Why these flags cannot be used together, or None.
+
+    Only combinations that cannot mean anything are refused. Flags a mode has no use for are ignored, so that
+    scripts can pass one set of flags: --once reads no --web.config.file and serves nothing.
+    """
+    if args.demo and args.config_file is not None:
+        return "--demo runs its own sample config; leave out --config.file (or --demo)"
+    if args.demo and args.config_check:
+        return "--config.check checks a --config.file; the --demo config is built in"
+    if args.config_check and args.once:
+        return "--config.check only validates and --once polls: use one of them"
+    if not args.demo and args.config_file is None:
+        return "--config.file is required (or --demo to try the exporter without credentials)"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the exporter; returns the process exit status."""
+    """Run the exporter; returns the process exit status (0 ok, 1 runtime failure, 2 invalid input)."""
     args = build_parser().parse_args(argv)
+    if args.version:
+        print(version_line(PROGRAM))
+        return 0
+    if (reason := conflict(args)) is not None:
+        return _usage_error(reason)
     configure_logging(args.log_level, args.log_format)
-    try:
-        listen = parse_listen_address(args.listen)
-        web_config = load_web_config(args.web_config) if args.web_config else None
-    except (ValueError, WebConfigError) as exc:
-        return _usage_error(str(exc))
+    if args.config_check:
+        return _check(args.config_file, args.web_config)
+    web_config = None
+    if args.web_config is not None and not args.once:
+        try:
+            web_config = load_web_config(args.web_config)
+        except ConfigError as exc:
+            return _invalid("web config", args.web_config, exc)
     if args.demo:
         from exporter.demo import demo_config  # noqa: PLC0415 - only the demo imports the simulator
 
         with demo_config() as config:
-            return _run(args, config, None, listen, web_config)
-    if args.config_file is None:
-        return _usage_error("--config.file is required (or --demo to try the exporter without credentials)")
+            return _once(config) if args.once else _serve(config, None, args.listen, web_config, demo=True)
     try:
         config = load_config(args.config_file)
     except ConfigError as exc:
-        return _usage_error(f"invalid config {args.config_file}: {exc}")
-    return _run(args, config, args.config_file, listen, web_config)
-
-
-def _run(
-    args: argparse.Namespace, config: Config, path: Path | None, listen: tuple[str, int], web: WebConfig | None
-) -> int:
-    if args.config_check:
-        print(describe_config(config))
-        return 0
-    if args.once:
-        return _once(config)
-    return _serve(config, path, listen, web, demo=args.demo)
+        return _invalid("config", args.config_file, exc)
+    return _once(config) if args.once else _serve(config, args.config_file, args.listen, web_config, demo=False)
 
 
 def _usage_error(message: str) -> int:
-    print(f"partnercenter-exporter: error: {message}", file=sys.stderr)
-    log.error("cannot start", extra={"err": message})
+    """Flags that make no sense: one line on stderr, as argparse says its own errors."""
+    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def _invalid(kind: str, path: Path, exc: ConfigError) -> int:
+    """An invalid input file when starting: one log line, in the format the operator chose."""
+    log.error(f"invalid {kind}", extra={"file": str(path), "err": str(exc)})
+    return EXIT_USAGE
+
+
+def _check(config_file: Path, web_config_file: Path | None) -> int:
+    """`--config.check`: a summary on stdout, or the first thing wrong on stderr."""
+    try:
+        config = load_config(config_file)
+    except ConfigError as exc:
+        print(_file_error("config", config_file, exc), file=sys.stderr)
+        return EXIT_USAGE
+    web_config = None
+    if web_config_file is not None:
+        try:
+            web_config = load_web_config(web_config_file)
+        except ConfigError as exc:
+            print(_file_error("web config", web_config_file, exc), file=sys.stderr)
+            return EXIT_USAGE
+    print(describe_config(config))
+    if web_config_file is not None and web_config is not None:
+        users = len(web_config.basic_auth_users)
+        tls = "on" if web_config.tls else "off"
+        print(f"web_config={json.dumps(str(web_config_file))} tls={tls} basic_auth_users={users}")
+    return 0
+
+
+def _file_error(kind: str, path: Path, exc: ConfigError) -> str:
+    """`invalid web config web.yml: basic_auth_users.alice: ...`, naming the file once even when the error does."""
+    text = str(exc)
+    return f"invalid {kind}: {text}" if str(path) in text else f"invalid {kind} {path}: {text}"
 
 
 def _once(config: Config) -> int:
@@ -143,20 +220,15 @@ def _serve(config: Config, path: Path | None, listen: tuple[str, int], web: WebC
     try:
         app = App(config, config_path=path, listen=listen, web_config=web)
     except OSError as exc:
-        log.error("cannot listen", extra={"address": f"{listen[0]}:{listen[1]}", "err": exc.strerror})
-        print(
-            f"partnercenter-exporter: error: cannot listen on {listen[0]}:{listen[1]}: {exc.strerror}", file=sys.stderr
-        )
-        return 1
+        address = f"{listen[0]}:{listen[1]}"
+        log.error("cannot listen", extra={"address": address, "err": exc.strerror or type(exc).__name__})
+        return EXIT_CANNOT_LISTEN
     stop = StopRequest()
     with _signals(app, stop):
         app.start()
         if demo:
-            print(
-                f"Demo running: metrics at {app.url}/metrics, tenants at {app.url}/ (Ctrl-C stops)",
-                file=sys.stderr,
-                flush=True,
-            )
+            url = app.url
+            log.info("demo running; Ctrl-C stops it", extra={"metrics": f"{url}/metrics", "tenants": f"{url}/"})
         stop.wait()
     log.info("shutting down")
     app.stop()

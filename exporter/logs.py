@@ -1,7 +1,8 @@
 """Log output: logfmt and JSON formatters, one event per line, and `configure_logging` for the CLI.
 
 Library code only calls `logging.getLogger(__name__)` and passes fields as `extra={...}`; this module turns
-those records into lines. Only the CLI calls `configure_logging`.
+those records into lines. Numbers stay numbers in JSON, lists and tuples become arrays (comma-separated in
+logfmt). Only the CLI calls `configure_logging`.
 """
 
 from __future__ import annotations
@@ -33,19 +34,21 @@ _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__di
     "asctime",
     "taskName",
 }
-# Libraries whose INFO lines would log one URL per request.
-_QUIET_LOGGERS = ("httpx", "httpcore")
+# Below warning, only the exporter's own loggers speak: other libraries' debug and info lines (asyncio's "Using
+# selector", httpx's line per request, httpcore's per connection step) are noise to an operator.
+_OWN_LOGGER = "exporter"
 
 
 def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:
     """Send all logging to `stream` (stderr by default) at `level`, formatted as logfmt or json."""
     numeric = LEVELS.get(level.lower())
     if numeric is None:
-        raise ValueError(f"unknown log level {level!r}; expected one of debug, info, warning, error")
+        raise ValueError(f"unknown log level {level!r}; expected one of debug, info, warn, error")
     if fmt not in FORMATS:
         raise ValueError(f"unknown log format {fmt!r}; expected one of logfmt, json")
     handler = _Handler(stream if stream is not None else sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    handler.addFilter(_worth_showing)
     root = logging.getLogger()
     # Replace only our own handler, so a second call (tests, reload) does not double every line and
     # handlers installed by others (pytest's capture) keep working.
@@ -54,8 +57,12 @@ def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> Non
         old.close()
     root.addHandler(handler)
     root.setLevel(numeric)
-    for name in _QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _worth_showing(record: logging.LogRecord) -> bool:
+    """Warnings and errors from anywhere; anything from the exporter's own loggers."""
+    name = record.name
+    return record.levelno >= logging.WARNING or name == _OWN_LOGGER or name.startswith(_OWN_LOGGER + ".")
 
 
 class _Handler(logging.StreamHandler[TextIO]):
@@ -124,7 +131,7 @@ def _logfmt_value(value: object) -> str:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
-    text = str(value)
+    text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
     if text and not any(c in ' ="\\' or not c.isprintable() for c in text):
         return text
     return '"' + _escape(text) + '"'
@@ -157,9 +164,11 @@ def _one_line(text: str) -> str:
 
 
 def _json_value(value: object) -> object:
-    """Keep JSON-native values; render anything else (and non-finite floats) as text."""
+    """Keep JSON-native values (lists and tuples as arrays); render anything else (and non-finite floats) as text."""
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
+    if isinstance(value, list | tuple):
+        return [_json_value(item) for item in value]
     return str(value)

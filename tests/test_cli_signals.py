@@ -176,12 +176,12 @@ print(sorted(failed))
 )
 
 
-@pytest.mark.parametrize(("command", "lines"), [("exporter", 32), ("simulator", 16)])
+@pytest.mark.parametrize(("command", "lines"), [("exporter", 46), ("simulator", 16)])
 def test_a_sigterm_at_any_line_after_start_up_stops_the_command(command: str, lines: int) -> None:
     # Both commands once waited on a threading.Event that their handler set, and hung when the signal landed
-    # while the wait held the event's lock. Their waits begin at line 21 (the exporter's, after the demo's
-    # banner) and line 2 (the simulator's); each range reaches ~10 lines past that, where an Event's wait holds
-    # its lock. A longer start-up (a longer banner) moves the wait later and needs a longer range.
+    # while the wait held the event's lock. Their waits begin at line 35 (the exporter's, after the demo's log
+    # line, whose lines in `logging` count too) and line 2 (the simulator's); each range reaches ~10 lines past
+    # that, where an Event's wait holds its lock. A longer start-up moves the wait later and needs a longer range.
     argv = [sys.executable, "-c", _IN_COMMAND, command, str(lines)]
     # Its own session, so that no child it forked can outlive the test, hung or not, if the script itself dies.
     script = subprocess.Popen(

@@ -21,14 +21,11 @@ def restore_logging() -> Iterator[None]:
     """configure_logging changes process-wide state; put it back after each test."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    quiet = {name: logging.getLogger(name).level for name in ("httpx", "httpcore")}
     yield
     for handler in list(root.handlers):
         if handler not in handlers:
             root.removeHandler(handler)
     root.setLevel(level)
-    for name, old in quiet.items():
-        logging.getLogger(name).setLevel(old)
 
 
 def capture(level: str, fmt: str) -> io.StringIO:
@@ -79,16 +76,16 @@ def test_timestamp_is_utc_with_milliseconds() -> None:
 )
 def test_logfmt_value_escaping(value: object, rendered: str) -> None:
     stream = capture("info", "logfmt")
-    logging.getLogger("t").info("m", extra={"v": value})
+    logging.getLogger("exporter.t").info("m", extra={"v": value})
     [line] = lines(stream)
     assert line.endswith(f" v={rendered}"), line
 
 
 def test_logfmt_message_and_keys_are_kept_on_one_line() -> None:
     stream = capture("info", "logfmt")
-    logging.getLogger("t").info('multi\nline "msg"', extra={"odd key=": "x", "ts": "spoof"})
+    logging.getLogger("exporter.t").info('multi\nline "msg"', extra={"odd key=": "x", "ts": "spoof"})
     [line] = lines(stream)
-    assert TS.sub("", line) == 'level=info logger=t msg="multi\\nline \\"msg\\"" odd_key_=x ts_=spoof'
+    assert TS.sub("", line) == 'level=info logger=exporter.t msg="multi\\nline \\"msg\\"" odd_key_=x ts_=spoof'
 
 
 def test_json_has_the_same_keys_one_object_per_line() -> None:
@@ -112,7 +109,7 @@ def test_json_has_the_same_keys_one_object_per_line() -> None:
 
 def test_json_non_ascii_is_escaped_so_line_separators_cannot_split_events() -> None:
     stream = capture("info", "json")
-    logging.getLogger("t").info("x\u2028y", extra={"city": "café"})
+    logging.getLogger("exporter.t").info("x\u2028y", extra={"city": "café"})
     [line] = lines(stream)
     assert line.isascii()
     obj = json.loads(line)
@@ -126,7 +123,7 @@ def fail() -> None:
 
 def test_err_extra_is_the_err_field_unless_an_exception_claims_it() -> None:
     stream = capture("info", "logfmt")
-    log = logging.getLogger("t")
+    log = logging.getLogger("exporter.t")
     log.warning("handshake failed", extra={"err": "bad cert"})
     try:
         fail()
@@ -143,7 +140,7 @@ def test_exception_becomes_err_field_on_one_line(fmt: str) -> None:
     try:
         fail()
     except ValueError:
-        logging.getLogger("t").exception("poll crashed", extra={"tenant": "contoso"})
+        logging.getLogger("exporter.t").exception("poll crashed", extra={"tenant": "contoso"})
     [line] = lines(stream)
     if fmt == "json":
         obj = json.loads(line)
@@ -157,7 +154,7 @@ def test_exception_becomes_err_field_on_one_line(fmt: str) -> None:
 
 def test_levels_filter_events() -> None:
     stream = capture("warning", "logfmt")
-    log = logging.getLogger("t")
+    log = logging.getLogger("exporter.t")
     log.debug("d")
     log.info("i")
     log.warning("w")
@@ -166,42 +163,66 @@ def test_levels_filter_events() -> None:
 
     stream = capture("debug", "logfmt")
     log.debug("d")
-    assert [TS.sub("", line) for line in lines(stream)] == ["level=debug logger=t msg=d"]
+    assert [TS.sub("", line) for line in lines(stream)] == ["level=debug logger=exporter.t msg=d"]
 
 
 @pytest.mark.parametrize("level", ["error", "ERROR", "Error"])
 def test_level_names_are_case_insensitive(level: str) -> None:
     stream = capture(level, "json")
-    logging.getLogger("t").warning("w")
-    logging.getLogger("t").error("e")
+    logging.getLogger("exporter.t").warning("w")
+    logging.getLogger("exporter.t").error("e")
     assert [json.loads(line)["msg"] for line in lines(stream)] == ["e"]
 
 
 def test_go_style_warn_is_accepted() -> None:
     stream = capture("warn", "logfmt")
-    logging.getLogger("t").info("i")
-    logging.getLogger("t").warning("w")
+    logging.getLogger("exporter.t").info("i")
+    logging.getLogger("exporter.t").warning("w")
     assert len(lines(stream)) == 1
 
 
 def test_invalid_level_and_format_are_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown log level 'verbose'"):
+    with pytest.raises(ValueError, match="unknown log level 'verbose'; expected one of debug, info, warn, error"):
         configure_logging("verbose", "logfmt")
     with pytest.raises(ValueError, match="unknown log format 'xml'"):
         configure_logging("info", "xml")
 
 
-def test_http_client_request_logs_are_quiet() -> None:
+def test_other_libraries_speak_only_from_warning_up_even_at_debug() -> None:
     stream = capture("debug", "logfmt")
+    logging.getLogger("asyncio").debug("Using selector: EpollSelector")
     logging.getLogger("httpx").info("HTTP Request: GET https://example.invalid/ok")
     logging.getLogger("httpcore.connection").debug("connect_tcp.started")
+    logging.getLogger("exporterish").info("not ours either")
     logging.getLogger("httpx").warning("kept")
-    assert [TS.sub("", line) for line in lines(stream)] == ["level=warning logger=httpx msg=kept"]
+    logging.getLogger("asyncio").error("kept too")
+    logging.getLogger("exporter").debug("ours")
+    logging.getLogger("exporter.poller").debug("ours too")
+    assert [TS.sub("", line) for line in lines(stream)] == [
+        "level=warning logger=httpx msg=kept",
+        'level=error logger=asyncio msg="kept too"',
+        "level=debug logger=exporter msg=ours",
+        'level=debug logger=exporter.poller msg="ours too"',
+    ]
+
+
+def test_lists_are_json_arrays_and_comma_separated_in_logfmt() -> None:
+    log = logging.getLogger("exporter.app")
+    fields = {"added": ("alpha", "beta"), "codes": [401, 429]}
+    json_stream = capture("info", "json")
+    log.info("config reloaded", extra=fields)
+    [line] = lines(json_stream)
+    assert json.loads(line)["added"] == ["alpha", "beta"]
+    assert json.loads(line)["codes"] == [401, 429]
+    logfmt_stream = capture("info", "logfmt")
+    log.info("config reloaded", extra={**fields, "spaced": ("a b", "c")})
+    [line] = lines(logfmt_stream)
+    assert line.endswith(' added=alpha,beta codes=401,429 spaced="a b,c"'), line
 
 
 def test_reconfiguring_replaces_the_handler() -> None:
     first = capture("info", "logfmt")
     second = capture("info", "json")
-    logging.getLogger("t").info("once")
+    logging.getLogger("exporter.t").info("once")
     assert first.getvalue() == ""
     assert len(lines(second)) == 1

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
+import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 
 import bcrypt
@@ -15,10 +19,14 @@ import httpx
 import pytest
 import trustme
 
+from exporter import __version__
 from exporter.app import App
 from exporter.config import load_config
 from exporter.config.web import load_web_config
 from exporter.poller import RetryPolicy
+from exporter.server.connections import DEFAULT_LIMITS, Limits, serve_in_thread
+from exporter.server.http import ExporterServer, Routes
+from exporter.snapshot import Snapshot
 from tests.fakes import FakeUpstream, respond, tenant_yaml
 from tests.support import wait_until
 
@@ -37,7 +45,9 @@ def upstream() -> FakeUpstream:
     return FakeUpstream()
 
 
-def _start(config_file: Path, upstream: FakeUpstream, web_config_file: Path | None = None) -> App:
+def _start(
+    config_file: Path, upstream: FakeUpstream, web_config_file: Path | None = None, limits: Limits = DEFAULT_LIMITS
+) -> App:
     app = App(
         load_config(config_file),
         config_path=config_file,
@@ -46,6 +56,7 @@ def _start(config_file: Path, upstream: FakeUpstream, web_config_file: Path | No
         retry=FAST,
         transport_factory=upstream.transport,
         render_settle=0.01,
+        server_limits=limits,
     )
     app.start()
     return app
@@ -93,9 +104,11 @@ def test_metrics_gzip_when_asked(running: tuple[App, Path]) -> None:
         assert "partnercenter_exporter_build_info" in raw.text  # httpx decoded a single gzip member
         plain = client.get(app.url + "/metrics", headers={"Accept-Encoding": "gzip;q=0, identity"})
         assert "content-encoding" not in plain.headers
-    stream = httpx.get(app.url + "/metrics", headers={"Accept-Encoding": "gzip"}).content
-    assert stream  # decoded transparently
-    assert gzip.compress(b"x")  # sanity: gzip module present
+    # On the wire: one gzip stream, whole.
+    raw_answer = _exchange(app, b"GET /metrics HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n")
+    status, headers, body, _ = _answer(raw_answer)
+    assert (status, headers["content-encoding"]) == (200, "gzip")
+    assert b"partnercenter_exporter_build_info" in gzip.decompress(body)
 
 
 def test_landing_page_lists_tenants_and_escapes_upstream_text(running: tuple[App, Path]) -> None:
@@ -196,6 +209,8 @@ def test_basic_auth_and_tls(tmp_path: Path, upstream: FakeUpstream) -> None:
             assert allowed.status_code == 200
             assert "partnercenter_exporter_build_info" in allowed.text
             assert client.get(app.url + "/healthz").status_code == 200  # probes need no credentials
+            assert client.get(app.url + "/readyz").status_code in (200, 503)
+            assert client.head(app.url + "/readyz").status_code in (200, 503)
             assert client.post(app.url + "/-/reload").status_code == 401
         with pytest.raises(httpx.ConnectError):
             httpx.get(app.url + "/healthz")  # untrusted certificate
@@ -205,14 +220,15 @@ def test_basic_auth_and_tls(tmp_path: Path, upstream: FakeUpstream) -> None:
 
 def test_auth_excluded_paths_are_served_without_credentials(tmp_path: Path, upstream: FakeUpstream) -> None:
     web = tmp_path / "web.yml"
-    web.write_text(f"basic_auth_users:\n  prometheus: '{_hash('pw')}'\nauth_excluded_paths: [/readyz]\n")
+    web.write_text(f"basic_auth_users:\n  prometheus: '{_hash('pw')}'\nauth_excluded_paths: [/]\n")
     config_file = tmp_path / "config.yml"
     _write_config(config_file, tenant_yaml("contoso"))
     app = _start(config_file, upstream, web)
     try:
+        assert httpx.get(app.url + "/").status_code == 200
         assert httpx.get(app.url + "/readyz").status_code in (200, 503)
         assert httpx.get(app.url + "/metrics").status_code == 401
-        assert httpx.get(app.url + "/").status_code == 401
+        assert httpx.get(app.url + "/-/reload").status_code == 401
         assert httpx.get(app.url + "/metrics", auth=("prometheus", "pw")).status_code == 200
     finally:
         app.stop()
@@ -253,5 +269,220 @@ def test_pipelined_requests_are_all_answered_over_tls(tmp_path: Path, upstream: 
         ):
             sock.sendall(first + _HEALTHZ)
             assert _read_answers(sock, 2).count(b"HTTP/1.1 200 OK") == 2
+    finally:
+        app.stop()
+
+
+def _exchange(app: App, data: bytes) -> bytes:
+    """Send `data` on a new connection, say nothing more, and read until the server closes it."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", app.server.server_address[1]), timeout=10) as sock:
+        sock.sendall(data)
+        # The server may have closed already, with part of `data` unread (a request head over the limit): then
+        # the kernel resets the connection, after the answer.
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+            while chunk := sock.recv(65536):
+                received += chunk
+    return received
+
+
+def _answer(raw: bytes, head_only: bool = False) -> tuple[int, dict[str, str], bytes, bytes]:
+    """The first answer in `raw`: status, headers (lower-case names), body, and what follows it."""
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    length = 0 if head_only else int(headers["content-length"])
+    return int(status_line.split(" ")[1]), headers, rest[:length], rest[length:]
+
+
+def _ready(app: App) -> None:
+    wait_until(lambda: httpx.get(app.url + "/readyz").status_code == 200, what="readiness")
+
+
+def test_head_answers_like_get_without_a_body(running: tuple[App, Path]) -> None:
+    app, _ = running
+    _ready(app)
+    for path in ("/metrics", "/", "/healthz", "/readyz"):
+        get = httpx.get(app.url + path, headers={"Accept-Encoding": "identity"})
+        head = httpx.head(app.url + path, headers={"Accept-Encoding": "identity"})
+        assert (head.status_code, head.headers["content-type"]) == (get.status_code, get.headers["content-type"])
+        assert int(head.headers["content-length"]) > 0, path
+    # On the wire, the next answer follows a HEAD answer's head straight away: no body went out.
+    raw = _exchange(app, b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    status, headers, _, rest = _answer(raw, head_only=True)
+    assert (status, headers["content-length"]) == (200, "3")
+    assert _answer(rest)[::2] == (200, b"OK\n")
+
+
+_LONG = b"a" * 70_000
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "allow"),
+    [
+        (b"DELETE /metrics HTTP/1.1\r\nHost: t\r\n\r\n", 405, "GET, HEAD"),
+        (b"POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nbody", 405, "GET, HEAD"),
+        (b"OPTIONS /healthz HTTP/1.1\r\nHost: t\r\n\r\n", 405, "GET, HEAD"),
+        (b"GET /-/reload HTTP/1.1\r\nHost: t\r\n\r\n", 405, "POST, PUT"),
+        (b"GET /nope HTTP/1.1\r\nHost: t\r\n\r\n", 404, None),
+        (b"BREW /metrics HTTP/1.1\r\nHost: t\r\n\r\n", 501, None),
+        (b"GET /metrics HTTP/2.0\r\nHost: t\r\n\r\n", 505, None),
+        (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03 garbage\r\n\r\n", 400, None),
+        (b"GET / HTTP/1.1\r\nX-Long: " + _LONG + b"\r\n\r\n", 431, None),
+        (b"GET /" + _LONG + b" HTTP/1.1\r\n\r\n", 431, None),
+    ],
+)
+def test_errors_are_one_line_of_plain_text(
+    running: tuple[App, Path], request_bytes: bytes, status: int, allow: str | None
+) -> None:
+    app, _ = running
+    answer, headers, body, _ = _answer(_exchange(app, request_bytes))
+    assert answer == status
+    assert headers["content-type"] == "text/plain; charset=utf-8"
+    assert body == f"{status} {HTTPStatus(status).phrase}\n".encode()
+    assert headers.get("allow") == allow
+    assert headers["server"] == f"partnercenter-exporter/{__version__}"
+
+
+def test_metrics_varies_on_accept_and_encoding_and_server_has_no_trailing_space(running: tuple[App, Path]) -> None:
+    app, _ = running
+    raw = _exchange(app, b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert b"\r\nServer: partnercenter-exporter/" + __version__.encode() + b"\r\n" in raw
+    for encoding in ("gzip", "identity"):
+        answer = httpx.get(app.url + "/metrics", headers={"Accept-Encoding": encoding})
+        assert [v.strip() for v in answer.headers["vary"].split(",")] == ["Accept", "Accept-Encoding"]
+
+
+def test_a_failing_route_answers_500_and_logs_the_bug(
+    running: tuple[App, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    app, _ = running
+
+    def broken() -> Snapshot:
+        raise RuntimeError("a bug")
+
+    routes = Routes(app.exposition, broken, app.reload)
+    server = ExporterServer("127.0.0.1", 0, routes)
+    serve_in_thread(server)
+    try:
+        with httpx.Client(base_url=server.url) as client:
+            failed = client.get("/")
+            assert (failed.status_code, failed.text) == (500, "500 Internal Server Error\n")
+            assert client.get("/healthz").status_code == 200  # the same connection goes on
+    finally:
+        server.shutdown()
+        server.server_close()
+    [record] = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("exporter.server")]
+    assert record.getMessage() == "answering a request failed"
+    assert record.exc_info is not None
+
+
+def test_reload_logs_what_changed(running: tuple[App, Path], caplog: pytest.LogCaptureFixture) -> None:
+    app, config_file = running
+    caplog.set_level(logging.INFO, logger="exporter.app")
+    assert httpx.post(app.url + "/-/reload").status_code == 200
+    _write_config(
+        config_file,
+        tenant_yaml("contoso").replace("secret-of-contoso", "rotated") + tenant_yaml("added"),
+        interval="2m",
+    )
+    assert httpx.post(app.url + "/-/reload").status_code == 200
+    unchanged, changed = [r for r in caplog.records if r.getMessage().startswith("config reloaded")]
+    assert unchanged.getMessage() == "config reloaded; nothing changed"
+    assert changed.getMessage() == "config reloaded"
+    assert changed.__dict__["added"] == ("added",)
+    assert changed.__dict__["removed"] == ("broken",)
+    assert changed.__dict__["changed"] == ("contoso",)
+    assert changed.__dict__["settings"] == ("interval",)
+    assert "rotated" not in repr(vars(changed))  # names, never values
+
+
+def _slow_client(app: App, partial: bytes = b"GET /metrics HTTP/1.1\r\nHost: t\r\n") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", app.server.server_address[1]), timeout=10)
+    sock.sendall(partial)
+    return sock
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_connections_past_the_limit_are_closed_at_once(
+    tmp_path: Path, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    config_file = tmp_path / "config.yml"
+    _write_config(config_file, tenant_yaml("contoso"))
+    app = _start(config_file, upstream, limits=Limits(connections=3, header_timeout=30))
+    held = [_slow_client(app) for _ in range(3)]
+    try:
+        with _slow_client(app) as extra:
+            assert _closed_by_server(extra)  # at once: the header timeout is 30 s, the socket's 10 s
+        held.pop().close()
+        wait_until(lambda: httpx.get(app.url + "/healthz").status_code == 200, what="a slot given back")
+    finally:
+        for sock in held:
+            sock.close()
+        app.stop()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("exporter.server")]
+    assert [r.getMessage() for r in warnings] == ["connection limit reached; closing new connections until one ends"]
+
+
+def test_a_request_head_has_a_deadline_however_slowly_it_trickles_in(tmp_path: Path, upstream: FakeUpstream) -> None:
+    config_file = tmp_path / "config.yml"
+    _write_config(config_file, tenant_yaml("contoso"))
+    app = _start(config_file, upstream, limits=Limits(header_timeout=1.0))
+    try:
+        sock = _slow_client(app)
+        sock.settimeout(0.1)
+        started = time.monotonic()
+        closed = False
+        while not closed and time.monotonic() - started < 8:
+            try:
+                sock.sendall(b"X")  # a byte every 0.1 s: each read is quick, the head never ends
+                closed = _closed_by_server(sock)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+        assert closed, "a trickling request head held its connection for 8 s"
+        assert 0.9 < time.monotonic() - started < 5
+        sock.close()
+    finally:
+        app.stop()
+
+
+def test_an_idle_keep_alive_connection_is_kept_then_closed(tmp_path: Path, upstream: FakeUpstream) -> None:
+    config_file = tmp_path / "config.yml"
+    _write_config(config_file, tenant_yaml("contoso"))
+    app = _start(config_file, upstream, limits=Limits(idle_timeout=1.0))
+    try:
+        with socket.create_connection(("127.0.0.1", app.server.server_address[1]), timeout=10) as sock:
+            for _ in range(2):  # the connection serves a second request
+                sock.sendall(_HEALTHZ)
+                assert _read_answers(sock, 1).startswith(b"HTTP/1.1 200 OK")
+            started = time.monotonic()
+            assert sock.recv(1) == b""  # the server closed it: idle for longer than 1 s
+            assert 0.9 < time.monotonic() - started < 5
+    finally:
+        app.stop()
+
+
+def test_a_silent_tls_client_holds_up_nobody(tmp_path: Path, upstream: FakeUpstream) -> None:
+    # The handshake runs in the connection's own thread: a client that connects and never says hello blocks
+    # neither the accepting thread nor other clients, and its handshake has a deadline.
+    config_file = tmp_path / "config.yml"
+    _write_config(config_file, tenant_yaml("contoso"))
+    app = _start(config_file, upstream, _tls_web_config(tmp_path), Limits(header_timeout=1.0))
+    try:
+        with socket.create_connection(("127.0.0.1", app.server.server_address[1]), timeout=10) as silent:
+            verify = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+            assert httpx.get(app.url + "/healthz", verify=verify).status_code == 200
+            started = time.monotonic()
+            assert _closed_by_server(silent)
+            assert time.monotonic() - started < 5
     finally:
         app.stop()

@@ -1,1 +1,1 @@
-"""The HTTP side: routes and server (`http`), the landing page, basic auth."""
+"""The HTTP side: what it answers (`http`), how connections are bounded (`connections`), landing page, basic auth."""

@@ -1,27 +1,43 @@
-"""HTTP: /metrics, the landing page, health and readiness, and POST /-/reload; TLS and basic auth."""
+"""What the exporter answers: /metrics, the landing page, /healthz, /readyz and POST /-/reload, behind basic auth.
+
+Every answer, errors included, leaves through `_Handler._send`: plain text unless it is the page or the metrics,
+the web config's headers, no body for HEAD, and one debug line. How connections are accepted, bounded and timed
+out is `exporter.server.connections`.
+"""
 
 from __future__ import annotations
 
 import logging
-import socket
-import ssl
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from types import MappingProxyType
 
 from exporter import __version__
 from exporter.config.web import WebConfig, build_ssl_context
 from exporter.exposition import Exposition
 from exporter.server.basicauth import BasicAuthChecker
+from exporter.server.connections import DEFAULT_LIMITS, BoundedHandler, BoundedServer, Limits
 from exporter.server.landing import landing_page
 from exporter.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
 ReloadFunc = Callable[[], tuple[bool, str]]
-_OPEN_PATHS = frozenset({"/healthz"})  # reachable without credentials, for liveness probes
+
+_GET = ("GET", "HEAD")
+_RELOAD = ("POST", "PUT")  # Prometheus takes PUT on /-/reload as well
+# The methods each path answers: another known method is 405, one http.server does not know is 501.
+_METHODS: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {"/metrics": _GET, "/": _GET, "/healthz": _GET, "/readyz": _GET, "/-/reload": _RELOAD}
+)
+# Served without credentials, for probes; the web config's auth_excluded_paths add to them.
+_OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# A body nobody reads is read and dropped up to this size, so that the connection can take the next request;
+# after a larger one (or a chunked one) the connection closes.
+_MAX_DISCARDED_BODY = 64 * 1024
+_TEXT = "text/plain; charset=utf-8"
+_HTML = "text/html; charset=utf-8"
 
 
 class Routes:
@@ -44,144 +60,137 @@ class Routes:
         self.open_paths = _OPEN_PATHS | frozenset(excluded)
 
 
-class ExporterServer(ThreadingHTTPServer):
-    """A threading HTTP server whose TLS handshakes happen in the worker threads, not in accept()."""
+class ExporterServer(BoundedServer):
+    """The exporter's HTTP server: `routes` within the connection limits, TLS when the web config asks for it."""
 
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-
-    def __init__(self, host: str, port: int, routes: Routes) -> None:
+    def __init__(self, host: str, port: int, routes: Routes, limits: Limits = DEFAULT_LIMITS) -> None:
         self.routes = routes
         tls = routes.web_config.tls if routes.web_config else None
-        self.ssl_context: ssl.SSLContext | None = build_ssl_context(tls) if tls else None
-        self._dualstack = host in ("", "::") and socket.has_dualstack_ipv6()
-        if self._dualstack or ":" in host:
-            self.address_family = socket.AF_INET6
-            host = "::" if self._dualstack else host
-        super().__init__((host, port), _Handler)
-
-    def server_bind(self) -> None:
-        """Bind; an empty host listens on IPv4 and IPv6 like Go exporters do."""
-        if self._dualstack:
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """Run the TLS handshake (if any) in this worker thread, then serve the connection."""
-        if self.ssl_context is not None:
-            try:
-                request.settimeout(10)
-                request = self.ssl_context.wrap_socket(request, server_side=True)
-            except (ssl.SSLError, OSError) as exc:
-                log.debug("tls handshake failed", extra={"client": client_address[0], "err": str(exc)})
-                self.shutdown_request(request)
-                return
-        super().process_request_thread(request, client_address)
-
-    @property
-    def url(self) -> str:
-        """Base URL of the listener (for logs and tests)."""
-        host, port = str(self.server_address[0]), int(self.server_address[1])
-        scheme = "https" if self.ssl_context else "http"
-        if host in ("", "0.0.0.0", "::"):  # noqa: S104 - describing, not binding
-            host = "localhost"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"{scheme}://{host}:{port}"
+        super().__init__(host, port, _Handler, limits, build_ssl_context(tls) if tls else None)
 
 
-class _Handler(BaseHTTPRequestHandler):
+@dataclass(frozen=True)
+class _Answer:
+    status: HTTPStatus
+    body: bytes
+    content_type: str = _TEXT
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def _error(status: HTTPStatus, headers: Mapping[str, str] | None = None) -> _Answer:
+    """A short plain-text error, never http.server's HTML page."""
+    return _Answer(status, f"{status.value} {status.phrase}\n".encode(), headers=headers or {})
+
+
+_UNAUTHORIZED = _error(
+    HTTPStatus.UNAUTHORIZED, {"WWW-Authenticate": 'Basic realm="partnercenter-exporter", charset="UTF-8"'}
+)
+
+
+class _Handler(BoundedHandler):
     server: ExporterServer
-    protocol_version = "HTTP/1.1"  # keep-alive: Prometheus reuses its scrape connections
-    # Headers and body go out in two writes; with Nagle on, a keep-alive client's delayed ACK stalls the body ~40 ms.
-    disable_nagle_algorithm = True
-    timeout = 60  # an idle keep-alive connection must not hold a thread forever
     server_version = f"partnercenter-exporter/{__version__}"
-    sys_version = ""
 
-    def do_GET(self) -> None:
-        """Route a GET."""
-        if not self._authorized():
-            return
+    def answer(self) -> None:
+        """Answer a request: credentials first (except on open paths), then the path, then the method."""
+        self._discard_body()
         path = self.path.split("?", 1)[0]
+        allowed = _METHODS.get(path)
+        if not self._authorized(path):
+            reply = _UNAUTHORIZED
+        elif allowed is None:
+            reply = _error(HTTPStatus.NOT_FOUND)
+        elif self.command not in allowed:
+            reply = _error(HTTPStatus.METHOD_NOT_ALLOWED, {"Allow": ", ".join(allowed)})
+        else:
+            try:
+                reply = self._route(path)
+            except Exception:  # a bug behind one route costs that request, not the connection or the log's shape
+                log.exception("answering a request failed", extra={"path": path})
+                reply = _error(HTTPStatus.INTERNAL_SERVER_ERROR)
+        self._send(reply)
+
+    def _authorized(self, path: str) -> bool:
+        routes = self.server.routes
+        return routes.auth is None or path in routes.open_paths or routes.auth.check(self.headers.get("Authorization"))
+
+    def _route(self, path: str) -> _Answer:
         routes = self.server.routes
         if path == "/metrics":
-            self._metrics(routes)
-        elif path == "/":
-            self._send(HTTPStatus.OK, landing_page(routes.snapshot()).encode(), "text/html; charset=utf-8")
-        elif path == "/healthz":
-            self._send(HTTPStatus.OK, b"OK\n")
-        elif path == "/readyz":
-            snap = routes.snapshot()
-            if snap.ready:
-                self._send(HTTPStatus.OK, b"ready\n")
-            else:
-                polled = sum(1 for s in snap.tenants.values() if s.up is not None)
-                message = f"not ready: {polled} of {len(snap.config.tenants)} tenants polled\n"
-                self._send(HTTPStatus.SERVICE_UNAVAILABLE, message.encode())
-        elif path == "/-/reload":
-            self._send(HTTPStatus.METHOD_NOT_ALLOWED, b"use POST\n", extra={"Allow": "POST, PUT"})
-        else:
-            self._send(HTTPStatus.NOT_FOUND, b"not found\n")
+            return self._metrics()
+        if path == "/":
+            return _Answer(HTTPStatus.OK, landing_page(routes.snapshot()).encode(), _HTML)
+        if path == "/healthz":
+            return _Answer(HTTPStatus.OK, b"OK\n")
+        if path == "/readyz":
+            return _readiness(routes.snapshot())
+        ok, message = routes.reload()
+        return _Answer(HTTPStatus.OK if ok else HTTPStatus.BAD_REQUEST, (message + "\n").encode())
 
-    def do_POST(self) -> None:
-        """Route a POST: only /-/reload."""
-        length = self.headers.get("Content-Length", "0")
-        if length.isdigit() and 0 < int(length) <= 65536:
-            self.rfile.read(int(length))  # drain, so the connection stays usable
-        if not self._authorized():
-            return
-        if self.path.split("?", 1)[0] != "/-/reload":
-            self._send(HTTPStatus.NOT_FOUND, b"not found\n")
-            return
-        ok, message = self.server.routes.reload()
-        self._send(HTTPStatus.OK if ok else HTTPStatus.BAD_REQUEST, (message + "\n").encode())
-
-    def do_PUT(self) -> None:
-        """Prometheus accepts PUT on /-/reload as well."""
-        self.do_POST()
-
-    def _metrics(self, routes: Routes) -> None:
-        accept = self.headers.get("Accept", "")
-        openmetrics = "application/openmetrics-text" in accept
+    def _metrics(self) -> _Answer:
+        openmetrics = "application/openmetrics-text" in self.headers.get("Accept", "")
         gzip = _accepts_gzip(self.headers.get("Accept-Encoding", ""))
-        body, content_type = routes.exposition.body(openmetrics, gzip)
-        extra = {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"} if gzip else {"Vary": "Accept-Encoding"}
-        self._send(HTTPStatus.OK, body, content_type, extra)
+        body, content_type = self.server.routes.exposition.body(openmetrics, gzip)
+        # Both request headers choose what comes back, so a cache in between must key on both.
+        headers = {"Vary": "Accept, Accept-Encoding"}
+        if gzip:
+            headers["Content-Encoding"] = "gzip"
+        return _Answer(HTTPStatus.OK, body, content_type, headers)
 
-    def _authorized(self) -> bool:
-        auth = self.server.routes.auth
-        if auth is None or self.path.split("?", 1)[0] in self.server.routes.open_paths:
-            return True
-        if auth.check(self.headers.get("Authorization")):
-            return True
-        self._send(
-            HTTPStatus.UNAUTHORIZED,
-            b"Unauthorized\n",
-            extra={"WWW-Authenticate": 'Basic realm="partnercenter-exporter", charset="UTF-8"'},
-        )
-        return False
+    def _discard_body(self) -> None:
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding") is not None or (
+            length is not None and not (length.isdigit() and int(length) <= _MAX_DISCARDED_BODY)
+        ):
+            self.close_connection = True
+        elif length:
+            self.rfile.read(int(length))
 
-    def _send(
-        self,
-        status: HTTPStatus,
-        body: bytes,
-        content_type: str = "text/plain; charset=utf-8",
-        extra: dict[str, str] | None = None,
-    ) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Answer what http.server refuses (a bad request line, an unknown method, a huge head) in plain text."""
+        status = HTTPStatus(code)
+        self.close_connection = True
+        # A request line too garbled to name its version leaves http.server at HTTP/0.9, which would send the body
+        # alone; every client of this century reads a status line.
+        self.request_version = self.protocol_version
+        self._send(_error(status), err=message or status.phrase)
+
+    def _send(self, reply: _Answer, err: str | None = None) -> None:
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
         web_config = self.server.routes.web_config
-        for name, value in {**(web_config.headers if web_config else {}), **(extra or {})}.items():
+        for name, value in {**(web_config.headers if web_config else {}), **reply.headers}.items():
             self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(reply.body)
+        fields: dict[str, object] = {
+            "client": self.client_address[0],
+            "method": self.command or "-",
+            "path": self.path or "-",
+            "status": reply.status.value,
+        }
+        if err:
+            fields["err"] = err
+        log.debug("http request", extra=fields)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Access log at debug level, through logging rather than stderr."""
-        log.debug("http request", extra={"client": self.client_address[0], "request": format % args})
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Nothing: `_send` logs each answer once it is written, with fields rather than a formatted line."""
+
+    def version_string(self) -> str:
+        """The `Server` header: the exporter and its version (http.server would append Python's after a space)."""
+        return self.server_version
+
+
+def _readiness(snap: Snapshot) -> _Answer:
+    if snap.ready:
+        return _Answer(HTTPStatus.OK, b"ready\n")
+    polled = sum(1 for s in snap.tenants.values() if s.up is not None)
+    message = f"not ready: {polled} of {len(snap.config.tenants)} tenants polled\n"
+    return _Answer(HTTPStatus.SERVICE_UNAVAILABLE, message.encode())
 
 
 def _accepts_gzip(accept_encoding: str) -> bool:
@@ -191,12 +200,3 @@ def _accepts_gzip(accept_encoding: str) -> bool:
             q = params.strip().removeprefix("q=").strip()
             return not (params and q.replace(".", "", 1).isdigit() and float(q) == 0)
     return False
-
-
-def serve_in_thread(server: ExporterServer) -> threading.Thread:
-    """Serve `server` from a daemon thread."""
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http-server", daemon=True
-    )
-    thread.start()
-    return thread
