@@ -76,56 +76,75 @@ _TYPE_GAUGES: tuple[tuple[str, str, Callable[[InvoiceTypeSummary], float | None]
 
 
 class TenantCollector(Collector):
-    """Every partnercenter_* family of the tenants in `snapshot()`, the store's current snapshot."""
+    """Every partnercenter_* family of the tenants in `snapshot()`, the store's current snapshot.
+
+    Families are built one at a time, each one given to the renderer before the next is built: at 1000 tenants
+    all of them at once were ~65,000 sample objects alive together, which left the process ~10 MiB larger.
+    """
 
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self._snapshot = snapshot
 
+    def describe(self) -> Iterator[Metric]:
+        """The families this collector yields, without samples."""
+        yield from self._families([])
+
     def collect(self) -> Iterator[Metric]:
         """The families of the current snapshot, samples sorted by tenant."""
         snap = self._snapshot()
-        tenants = [(t, s) for t in sorted(snap.config.tenants, key=lambda t: t.name) if (s := snap.tenants.get(t.name))]
-        yield from _value_families(tenants)
+        yield from self._families(
+            [(t, s) for t in sorted(snap.config.tenants, key=lambda t: t.name) if (s := snap.tenants.get(t.name))]
+        )
+
+    def _families(self, tenants: list[tuple[TenantConfig, TenantState]]) -> Iterator[Metric]:
+        # Each tenant's summaries by currency, and each summary's invoice types, in label order.
+        billed = [
+            (tenant, [(s, sorted(s.details, key=lambda d: d.invoice_type)) for s in _by_currency(state)])
+            for tenant, state in tenants
+        ]
+        for name, text, field in _SUMMARY_GAUGES:
+            family = GaugeMetricFamily(name, text + _FROM_POLL, labels=_CUR)
+            for tenant, summaries in billed:
+                for summary, _ in summaries:
+                    if (value := field(summary)) is not None:
+                        family.add_metric([tenant.name, summary.currency], value)
+            yield family
+        for name, text, detail_field in _TYPE_GAUGES:
+            family = GaugeMetricFamily(name, text + _FROM_POLL, labels=_TYPE)
+            for tenant, summaries in billed:
+                for summary, details in summaries:
+                    for detail in details:
+                        if (value := detail_field(detail)) is not None:
+                            family.add_metric([tenant.name, summary.currency, detail.invoice_type], value)
+            yield family
+        info = GaugeMetricFamily(
+            "partnercenter_currency_info",
+            "Currency symbol (currencySymbol) per currency; always 1." + _FROM_POLL,
+            labels=["tenant", "currency", "symbol"],
+        )
+        for tenant, summaries in billed:
+            for summary, _ in summaries:
+                if summary.symbol:
+                    info.add_metric([tenant.name, summary.currency, summary.symbol], 1)
+        yield info
+        thresholds = GaugeMetricFamily(
+            "partnercenter_balance_threshold",
+            "Balance alert threshold from the exporter config, per currency and severity.",
+            labels=["tenant", "currency", "severity"],
+        )
+        for tenant, summaries in billed:
+            # Thresholds only for currencies the tenant bills in: a threshold without a balance is noise.
+            for currency in sorted({s.currency for s, _ in summaries} & tenant.thresholds.keys()):
+                limits = tenant.thresholds[currency]
+                for severity, limit in (("warning", limits.warning), ("critical", limits.critical)):
+                    if limit is not None:
+                        thresholds.add_metric([tenant.name, currency, severity], limit)
+        yield thresholds
         yield from _poll_families(tenants)
 
 
-def _value_families(tenants: list[tuple[TenantConfig, TenantState]]) -> Iterator[Metric]:
-    """The families of the invoice values and the thresholds."""
-    summary_families = [GaugeMetricFamily(name, text + _FROM_POLL, labels=_CUR) for name, text, _ in _SUMMARY_GAUGES]
-    type_families = [GaugeMetricFamily(name, text + _FROM_POLL, labels=_TYPE) for name, text, _ in _TYPE_GAUGES]
-    currency_info = GaugeMetricFamily(
-        "partnercenter_currency_info",
-        "Currency symbol (currencySymbol) per currency; always 1." + _FROM_POLL,
-        labels=["tenant", "currency", "symbol"],
-    )
-    thresholds = GaugeMetricFamily(
-        "partnercenter_balance_threshold",
-        "Balance alert threshold from the exporter config, per currency and severity.",
-        labels=["tenant", "currency", "severity"],
-    )
-    for tenant, state in tenants:
-        summaries = sorted(state.summaries or (), key=lambda s: s.currency)
-        for summary in summaries:
-            labels = [tenant.name, summary.currency]
-            for family, (_, _, field) in zip(summary_families, _SUMMARY_GAUGES, strict=True):
-                if (value := field(summary)) is not None:
-                    family.add_metric(labels, value)
-            if summary.symbol:
-                currency_info.add_metric([*labels, summary.symbol], 1)
-            for detail in sorted(summary.details, key=lambda d: d.invoice_type):
-                for family, (_, _, detail_field) in zip(type_families, _TYPE_GAUGES, strict=True):
-                    if (value := detail_field(detail)) is not None:
-                        family.add_metric([*labels, detail.invoice_type], value)
-        # Thresholds only for currencies the tenant bills in: a threshold without a balance is noise.
-        for currency in sorted({s.currency for s in summaries} & tenant.thresholds.keys()):
-            limits = tenant.thresholds[currency]
-            for severity, limit in (("warning", limits.warning), ("critical", limits.critical)):
-                if limit is not None:
-                    thresholds.add_metric([tenant.name, currency, severity], limit)
-    yield from summary_families
-    yield from type_families
-    yield currency_info
-    yield thresholds
+def _by_currency(state: TenantState) -> list[InvoiceSummary]:
+    return sorted(state.summaries or (), key=lambda s: s.currency)
 
 
 # name, help, value: the per-tenant gauges of its polls, tokens and credentials.
@@ -169,35 +188,37 @@ def _number(flag: bool | None) -> float | None:
 
 
 def _poll_families(tenants: list[tuple[TenantConfig, TenantState]]) -> Iterator[Metric]:
-    """The families that describe each tenant's polls, tokens and credentials."""
-    gauges = [GaugeMetricFamily(name, text, labels=["tenant"]) for name, text, _ in _TENANT_GAUGES]
+    """The families that describe each tenant's polls, tokens and credentials, one at a time."""
+    for name, text, field in _TENANT_GAUGES:
+        family = GaugeMetricFamily(name, text, labels=["tenant"])
+        for tenant, state in tenants:
+            if (value := field(tenant, state)) is not None:
+                family.add_metric([tenant.name], value)
+        yield family
     requests = CounterMetricFamily(
         "partnercenter_api_requests", "Requests sent to Partner Center and Entra ID.", labels=["tenant", "endpoint"]
     )
+    for tenant, state in tenants:
+        for endpoint in sorted(state.requests):
+            requests.add_metric([tenant.name, endpoint], state.requests[endpoint])
+    yield requests
     errors = CounterMetricFamily(
         "partnercenter_api_request_errors",
         "Failed requests by HTTP status code, or timeout, connection, invalid_response.",
         labels=["tenant", "endpoint", "status_code"],
     )
+    for tenant, state in tenants:
+        for endpoint, status in sorted(state.errors):
+            errors.add_metric([tenant.name, endpoint, status], state.errors[(endpoint, status)])
+    yield errors
     write_errors = CounterMetricFamily(
         "partnercenter_refresh_token_write_errors",
         "Rotated refresh tokens that could not be written back to refresh_token_file.",
         labels=["tenant"],
     )
     for tenant, state in tenants:
-        name = [tenant.name]
-        for family, (_, _, field) in zip(gauges, _TENANT_GAUGES, strict=True):
-            if (value := field(tenant, state)) is not None:
-                family.add_metric(name, value)
-        for endpoint in sorted(state.requests):
-            requests.add_metric([tenant.name, endpoint], state.requests[endpoint])
-        for endpoint, status in sorted(state.errors):
-            errors.add_metric([tenant.name, endpoint, status], state.errors[(endpoint, status)])
         if tenant.refresh_token_file is not None:
-            write_errors.add_metric(name, state.refresh_token_write_errors)
-    yield from gauges
-    yield requests
-    yield errors
+            write_errors.add_metric([tenant.name], state.refresh_token_write_errors)
     yield write_errors
 
 
