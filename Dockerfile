@@ -53,9 +53,15 @@ RUN python -m pip uninstall --yes --root-user-action=ignore pip setuptools wheel
 
 COPY --from=build /opt/partnercenter-exporter /opt/partnercenter-exporter
 
+# MALLOC_MMAP_THRESHOLD_: glibc serves every block over 256 KiB from a mapping of its own and gives it back when
+# freed. By default it raises that threshold to the largest block freed, so after the first /metrics rendering
+# (megabytes) later ones came from the heap, which keeps freed space: at 1000 tenants the fixed threshold keeps
+# the exporter 3 MiB smaller (61.6 -> 58.4 MiB; 68.4 -> 65.1 MiB with OpenMetrics rendered too). The systemd
+# unit sets the same, and bench/run.py runs the exporter with it.
 ENV PATH=/opt/partnercenter-exporter/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    MALLOC_MMAP_THRESHOLD_=262144
 
 USER 10001:10001
 WORKDIR /var/lib/partnercenter-exporter

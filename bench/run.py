@@ -103,8 +103,11 @@ def main() -> int:
 
 
 def exporter_env(tree: Path) -> dict[str, str]:
-    """The environment that makes `python -m exporter` import the exporter of `tree`."""
-    return {**os.environ, "PYTHONPATH": str(tree)}
+    """The environment that makes `python -m exporter` import the exporter of `tree`, with the allocator settings
+    the container image runs it with (the Dockerfile's MALLOC_* values; none in a tree that has none)."""
+    dockerfile = tree / "Dockerfile"
+    image = dict(re.findall(r"\b(MALLOC_[A-Z_]+)=(\S+)", dockerfile.read_text())) if dockerfile.exists() else {}
+    return {**os.environ, **image, "PYTHONPATH": str(tree)}
 
 
 def check_tree(tree: Path) -> None:

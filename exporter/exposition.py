@@ -109,15 +109,16 @@ class Exposition:
         """Tell the renderer that the snapshot changed (cheap; called by the store on every change)."""
         self._changed.set()
 
-    def body(self, openmetrics: bool, gzip: bool) -> tuple[bytes, str]:
-        """The body of a scrape and its content type."""
+    def body(self, openmetrics: bool, gzip: bool) -> tuple[tuple[bytes, bytes], str]:
+        """The body of a scrape, in two parts to send one after the other (megabytes are not copied together),
+        and its content type."""
         rendered = self._renderings.get(openmetrics) or self._render(openmetrics)
         live = render(self._live, openmetrics) + (_OM_EOF if openmetrics else b"")
         content_type = OPENMETRICS_CONTENT_TYPE if openmetrics else TEXT_CONTENT_TYPE
         if not gzip:
-            return rendered.plain + live, content_type
+            return (rendered.plain, live), content_type
         tail = rendered.compressor.copy()
-        return rendered.gzip_head + tail.compress(live) + tail.flush(), content_type
+        return (rendered.gzip_head, tail.compress(live) + tail.flush()), content_type
 
     def _render(self, openmetrics: bool) -> _Rendered:
         with self._render_lock:

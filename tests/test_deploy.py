@@ -284,6 +284,17 @@ def test_image_works_with_a_read_only_root_file_system() -> None:
     assert env.get("PYTHONDONTWRITEBYTECODE") == "1", "Python would try to write .pyc files"
 
 
+def test_the_unit_runs_with_the_images_allocator_settings() -> None:
+    """The image's MALLOC_* environment (documented in the Dockerfile, used by bench/run.py) is the unit's too."""
+    image: dict[str, str] = {}
+    for command in _final("ENV"):
+        image.update(zip(command.value[::2], command.value[1::2], strict=True))
+    malloc = {k: v for k, v in image.items() if k.startswith("MALLOC_")}
+    assert malloc, "the image sets no allocator setting"
+    unit = dict(item.split("=", 1) for line in _unit_values("Environment") for item in shlex.split(line))
+    assert {k: v for k, v in unit.items() if k.startswith("MALLOC_")} == malloc
+
+
 def test_image_entrypoints_are_the_packages_console_scripts() -> None:
     """The image runs `partnercenter-exporter`; compose overrides the entrypoint to the simulator."""
     [entrypoint] = _final("ENTRYPOINT")

@@ -72,7 +72,7 @@ class ExporterServer(BoundedServer):
 @dataclass(frozen=True)
 class _Answer:
     status: HTTPStatus
-    body: bytes
+    body: bytes | tuple[bytes, ...]  # parts, sent one after the other
     content_type: str = _TEXT
     headers: Mapping[str, str] = field(default_factory=dict)
 
@@ -156,9 +156,10 @@ class _Handler(BoundedHandler):
         self._send(_error(status), err=message or status.phrase)
 
     def _send(self, reply: _Answer, err: str | None = None) -> None:
+        parts = (reply.body,) if isinstance(reply.body, bytes) else reply.body
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
-        self.send_header("Content-Length", str(len(reply.body)))
+        self.send_header("Content-Length", str(sum(map(len, parts))))
         web_config = self.server.routes.web_config
         for name, value in {**(web_config.headers if web_config else {}), **reply.headers}.items():
             self.send_header(name, value)
@@ -166,7 +167,8 @@ class _Handler(BoundedHandler):
             self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(reply.body)
+            for part in parts:
+                self.wfile.write(part)
         fields: dict[str, object] = {
             "client": self.client_address[0],
             "method": self.command or "-",
