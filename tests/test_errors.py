@@ -138,3 +138,12 @@ def test_error_body_description_redacts_echoed_credentials(raw: bytes, secret: s
 
     assert secret not in description
     assert "<redacted>" in description
+
+
+def test_log_fields_keep_one_type_per_field() -> None:
+    http = UpstreamError("summary", "503", parse_error_body(b""), request_id="r", correlation_id="c")
+    timeout = UpstreamError("token", "timeout", parse_error_body(b""), request_id="r")
+    assert http.fields() == {
+        "endpoint": "summary", "status": 503, "detail": "empty body", "request_id": "r", "correlation_id": "c"
+    }  # fmt: skip
+    assert timeout.fields() == {"endpoint": "token", "failure": "timeout", "detail": "empty body", "request_id": "r"}

@@ -75,7 +75,10 @@ class UpstreamError(Exception):
         """The log fields of this failure (support cases need the ids)."""
         fields: dict[str, object | None] = {
             "endpoint": self.endpoint,
-            "status": int(self.status) if self.status.isdigit() else self.status,
+            # One type per field, for log stores that index them: the HTTP status is a number, and a failure
+            # without one (timeout, connection, invalid_response) is named in a field of its own.
+            "status": int(self.status) if self.status.isdigit() else None,
+            "failure": None if self.status.isdigit() else self.status,
             "code": self.body.code,
             "detail": self.body.description,
             "request_id": self.request_id,
