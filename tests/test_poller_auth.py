@@ -241,3 +241,18 @@ def test_an_unreadable_assertion_file_fails_the_poll_without_a_request(tmp_path:
     assert state.up is False
     assert state.requests == {"token": 0, "summary": 0}
     assert state.last_error == f"cannot read client_assertion_file {assertion}: No such file or directory"
+
+
+def test_a_reload_shortens_a_pending_wait_to_the_new_max_staleness(tmp_path: Path) -> None:
+    upstream = FakeUpstream(tenants={"a.onmicrosoft.com": [respond(429, "", {"Retry-After": "99999999"})]})
+    config = make_config(tmp_path, tenant_yaml("a"), max_staleness="2h")
+    store = SnapshotStore(config, time.time())
+    poller = Poller(config, store, transport_factory=upstream.transport, retry=FAST)
+
+    async def go() -> None:
+        await poller.poll_all()
+        await poller.apply_config(make_config(tmp_path, tenant_yaml("a"), max_staleness="1m"))
+        await poller.aclose()
+
+    asyncio.run(go())
+    assert poller._tenants["a"].not_before - time.monotonic() == pytest.approx(60, abs=10)
