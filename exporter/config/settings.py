@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Final, Literal, cast
 from urllib.parse import urlsplit
 
+from exporter.config import fields
 from exporter.config.credentials import (
     AssertionFile,
     Certificate,
@@ -23,17 +24,7 @@ from exporter.config.credentials import (
     check_writable_directory,
     load_certificate,
 )
-from exporter.config.fields import (
-    Mapping_,
-    Reader,
-    check_keys,
-    join,
-    mapping,
-    number_text,
-    optional_number,
-    present,
-    type_name,
-)
+from exporter.config.fields import Mapping_, Reader, check_keys, join, mapping, present, type_name
 from exporter.config.yamlfile import ConfigError, load_yaml, read_text
 from exporter.secret import Secret
 
@@ -57,52 +48,22 @@ class Cloud:
     resource: str
 
 
+_GLOBAL_PC = "https://api.partnercenter.microsoft.com"
+_CHINA_PC = "https://partner.partnercenterapi.microsoftonline.cn"
 # From Microsoft's national cloud documentation and the Partner Center SDKs; docs/configuration.md says why China
 # signs in at login.chinacloudapi.cn.
 CLOUDS: Final[Mapping[str, Cloud]] = MappingProxyType(
     {
-        "global": Cloud(
-            "https://api.partnercenter.microsoft.com",
-            "https://login.microsoftonline.com",
-            "https://api.partnercenter.microsoft.com",
-        ),
-        "usgov": Cloud(
-            "https://api.partnercenter.microsoft.com",
-            "https://login.microsoftonline.us",
-            "https://api.partnercenter.microsoft.com",
-        ),
-        "china": Cloud(
-            "https://partner.partnercenterapi.microsoftonline.cn",
-            "https://login.chinacloudapi.cn",
-            "https://partner.partnercenterapi.microsoftonline.cn",
-        ),
+        "global": Cloud(_GLOBAL_PC, "https://login.microsoftonline.com", _GLOBAL_PC),
+        "usgov": Cloud(_GLOBAL_PC, "https://login.microsoftonline.us", _GLOBAL_PC),
+        "china": Cloud(_CHINA_PC, "https://login.chinacloudapi.cn", _CHINA_PC),
     }
 )
-
-_TOP_KEYS: Final = (
-    "interval",
-    "timeout",
-    "concurrency",
-    "max_staleness",
-    "payment_terms",
-    "cloud",
-    "api_url",
-    "login_url",
-    "thresholds",
-    "tenants",
-    "state_file",
-)
+_TOP_KEYS: Final = ("interval", "timeout", "concurrency", "max_staleness", "payment_terms", "cloud", "api_url",
+                    "login_url", "thresholds", "tenants", "state_file")  # fmt: skip
 _CREDENTIAL_KEYS: Final = ("client_secret", "client_secret_file", "client_certificate_file", "client_assertion_file")
-_TENANT_KEYS: Final = (
-    "name",
-    "tenant_id",
-    "client_id",
-    *_CREDENTIAL_KEYS,
-    "refresh_token_file",
-    "payment_terms",
-    "endpoint",
-    "thresholds",
-)
+_TENANT_KEYS: Final = ("name", "tenant_id", "client_id", *_CREDENTIAL_KEYS, "refresh_token_file", "payment_terms",
+                       "endpoint", "thresholds")  # fmt: skip
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9_.-]+")
 _GUID_RE: Final = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
 # The tenant ID ends up in the token URL's path, so only real DNS names are let through.
@@ -374,13 +335,13 @@ class _Parser:
                 raise ConfigError(where, f"duplicate currency {code} (codes are case-insensitive)")
             levels = mapping(entry, where, "a mapping with warning and/or critical")
             check_keys(levels, ("warning", "critical"), where)
-            warning = optional_number(levels, "warning", where)
-            critical = optional_number(levels, "critical", where)
+            warning = fields.optional_number(levels, "warning", where)
+            critical = fields.optional_number(levels, "critical", where)
             if warning is None and critical is None:
                 raise ConfigError(where, "set warning, critical or both")
             if warning is not None and critical is not None and warning > critical:
                 raise ConfigError(
-                    where, f"warning ({number_text(warning)}) is above critical ({number_text(critical)})"
+                    where, f"warning ({fields.number_text(warning)}) is above critical ({fields.number_text(critical)})"
                 )
             result[code] = Threshold(warning=warning, critical=critical)
         return MappingProxyType(result)
