@@ -57,11 +57,13 @@ COPY --from=build /opt/partnercenter-exporter /opt/partnercenter-exporter
 # freed. By default it raises that threshold to the largest block freed, so after the first /metrics rendering
 # (megabytes) later ones came from the heap, which keeps freed space: at 1000 tenants the fixed threshold keeps
 # the exporter 3 MiB smaller (61.6 -> 58.4 MiB; 68.4 -> 65.1 MiB with OpenMetrics rendered too). The systemd
-# unit sets the same, and bench/run.py runs the exporter with it.
+# unit sets the same, and bench/run.py runs the exporter with it. PARTNERCENTER_EXPORTER_REVISION: the image has no
+# .git, so --version and partnercenter_exporter_build_info take the git revision from the build argument.
 ENV PATH=/opt/partnercenter-exporter/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    MALLOC_MMAP_THRESHOLD_=262144
+    MALLOC_MMAP_THRESHOLD_=262144 \
+    PARTNERCENTER_EXPORTER_REVISION=${REVISION}
 
 USER 10001:10001
 WORKDIR /var/lib/partnercenter-exporter
