@@ -4,7 +4,8 @@ Requests go through httpx's own client: proxies from the environment as httpx re
 HTTP_PROXY, ALL_PROXY, NO_PROXY), TLS verified against httpx's CA bundle with one SSL context for all clients,
 bodies streamed and capped. There is one small client per concurrency slot rather than one client with a large
 pool: at concurrency 50 a shared httpx pool cost ~3 ms of CPU per request on its bookkeeping, a client per slot
-~0.8 ms (measured on 2 cores against the simulator), which keeps a 1000-tenant poll cycle latency-bound.
+~0.8 ms (measured on 2 cores against the simulator), which keeps a 1000-tenant cycle of invoice requests bound by
+the upstream's latency.
 """
 
 from __future__ import annotations
