@@ -212,8 +212,8 @@ class _Parser:
         for index, item in enumerate(value):
             path = f"tenants[{index}]"
             tenant = self._tenant(item, path, defaults, payment_terms)
-            shown = self._read.text(item["name"], path).shown if isinstance(item, dict) else ""
             if tenant.name in names:
+                shown = self._read.text(item["name"], path).shown  # how the name may be quoted: not from ${VAR}
                 raise ConfigError(f"{path}.name", f"duplicate tenant name {shown} (also tenants[{names[tenant.name]}])")
             names[tenant.name] = index
             if tenant.refresh_token_file is not None:
