@@ -383,3 +383,18 @@ def test_reload_keeps_unchanged_tenants_tokens(tmp_path: Path) -> None:
     assert set(store.current.tenants) == {"keep", "change", "new"}
     assert store.current.tenants["keep"].requests["summary"] == 2
     assert store.current.config is changed
+
+
+def test_no_cookie_set_for_one_tenant_rides_on_another_tenants_request(tmp_path: Path) -> None:
+    # Entra's token answers set cookies (fpc, x-ms-gateway-slice); one client serves every tenant of its slot.
+    upstream = FakeUpstream()
+    for tenant in ("a", "b"):
+        body = token_response(f"{tenant}.onmicrosoft.com|1").content
+        upstream.token_scripts[f"{tenant}.onmicrosoft.com"] = [
+            respond(200, body, {"Set-Cookie": f"fpc={tenant}; path=/", "Content-Type": "application/json"})
+        ]
+    poller, store = _poller(make_config(tmp_path, tenant_yaml("a") + tenant_yaml("b"), concurrency=1), upstream)
+    _poll_all(poller, times=2)
+    assert len(upstream.log) == 6  # two tokens and four invoice requests, all on the one client
+    assert [r.headers.get("Cookie") for _, _, _, r in upstream.log] == [None] * 6
+    assert all(s.up for s in store.current.tenants.values())

@@ -1,17 +1,16 @@
 """Partner Center and Entra ID over HTTP: one request in, one typed result or one classified UpstreamError out.
 
-Requests go through httpx's own client: proxies from the environment as httpx reads them (HTTPS_PROXY,
-HTTP_PROXY, ALL_PROXY, NO_PROXY), TLS verified against httpx's CA bundle with one SSL context for all clients,
-bodies streamed and capped. There is one small client per concurrency slot rather than one client with a large
-pool: at concurrency 50 a shared httpx pool cost ~3 ms of CPU per request on its bookkeeping, a client per slot
-~0.8 ms (measured on 2 cores against the simulator), which keeps a 1000-tenant cycle of invoice requests bound by
-the upstream's latency.
+Requests go through httpx's own client: proxies from the environment as httpx reads them, one SSL context for
+all clients, bodies streamed and capped. One small client per concurrency slot, not one large pool: at concurrency
+50 a shared pool's bookkeeping cost ~3 ms of CPU per request, a client per slot ~0.8 ms (docs/architecture.md).
+Clients keep no cookies: a client serves many tenants, and no tenant's request may carry another's cookie.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.cookiejar
 import json
 import os
 import re
@@ -48,7 +47,7 @@ class PartnerCenterClient:
     """Sends token and invoice requests; taking a client out of the pool (`slot()`) is taking a concurrency slot."""
 
     def __init__(self, config: Config, transport: TransportFactory | None = None, slots: int | None = None) -> None:
-        # One context for every client: each would otherwise build its own (~20 ms and ~1 MiB each).
+        # Each client would otherwise build its own context (~20 ms and ~1 MiB each).
         verify = ssl.create_default_context(cafile=_ca_bundle())
         self._clients = [
             httpx.AsyncClient(
@@ -57,6 +56,7 @@ class PartnerCenterClient:
                 limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
                 timeout=config.timeout,
                 headers=_HEADERS,
+                cookies=_NoCookies(),
             )
             for _ in range(slots or config.concurrency)
         ]
@@ -150,6 +150,13 @@ class Session:
         except httpx.HTTPError as exc:  # connection refused or reset, TLS, protocol errors: a failed exchange
             raise failed("connection", one_line(f"{type(exc).__name__}: {exc}", 200)) from None
         return response.status_code, body, response.headers
+
+
+class _NoCookies(http.cookiejar.CookieJar):
+    """A jar that keeps nothing (Entra's answers set cookies; httpx has no switch to ignore them)."""
+
+    def extract_cookies(self, response: object, request: object) -> None:
+        return
 
 
 class _BodyTooLargeError(Exception):
