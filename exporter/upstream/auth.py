@@ -1,9 +1,7 @@
 """Access tokens per tenant: the token request's form for each credential, reuse until shortly before expiry,
 and rotated refresh tokens kept on disk.
 
-The token calls stay on httpx instead of MSAL: MSAL for Python refuses an http:// authority, so the demo, the
-tests and the compose stack would all need TLS for the simulator, and its token cache would duplicate what
-`TokenCache` does in 80 lines (docs/architecture.md).
+Not MSAL: it refuses an http:// authority, which the simulator is (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -15,7 +13,6 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 from exporter.config import AssertionFile, Certificate, TenantConfig
 from exporter.config.credentials import ASSERTION_TYPE
@@ -86,10 +83,9 @@ def _signed_assertion(tenant: TenantConfig, certificate: Certificate, token_url:
 
 
 def token_has_mfa(access_token: Secret) -> bool | None:
-    """Whether the access token's `amr` claim lists `mfa`; None when the token is not a readable JWT.
+    """Whether the access token's `amr` claim lists `mfa` (Partner Center's 900421 otherwise); None if no JWT.
 
-    Partner Center refuses App+User calls whose token lacks it (401, code 900421). The payload (base64url JSON) is
-    only read, not verified: Partner Center checks the signature, and this tells the operator what it will see.
+    The payload is only read, not verified: Partner Center checks the signature.
     """
     parts = access_token.reveal().split(".")
     if len(parts) != 3:
@@ -107,21 +103,16 @@ def token_has_mfa(access_token: Secret) -> bool | None:
 class TokenCache:
     """The access token in hand for one tenant and, App+User, its current refresh token."""
 
-    __slots__ = ("_expires_at", "_refresh_token", "_renew_at", "_tenant", "_token", "mfa", "write_errors")
+    __slots__ = ("_expires_at", "_renew_at", "_tenant", "_token", "mfa", "refresh_token", "write_errors")
 
     def __init__(self, tenant: TenantConfig) -> None:
         self._tenant = tenant
-        self._refresh_token = tenant.refresh_token
+        self.refresh_token = tenant.refresh_token  # for the next grant; None: client credentials
         self._token: Secret | None = None
         self._expires_at = 0.0
         self._renew_at = 0.0
         self.mfa: bool | None = None  # App+User: whether the token in hand carries the MFA claim
         self.write_errors = 0  # rotated refresh tokens that could not be written back
-
-    @property
-    def refresh_token(self) -> Secret | None:
-        """The refresh token to use for the next grant (None: client credentials)."""
-        return self._refresh_token
 
     @property
     def expiry(self) -> float | None:
@@ -141,35 +132,25 @@ class TokenCache:
         self._renew_at = self._expires_at - min(MAX_RENEW_MARGIN, grant.expires_in * 0.1)
         if self._tenant.refresh_token_file is not None:
             self.mfa = token_has_mfa(grant.access_token)
-        if grant.refresh_token is None or grant.refresh_token == self._refresh_token:
+        path = self._tenant.refresh_token_file
+        if grant.refresh_token is None or grant.refresh_token == self.refresh_token:
             return
-        self._refresh_token = grant.refresh_token
-        if self._tenant.refresh_token_file is None:
+        self.refresh_token = grant.refresh_token
+        if path is None:
             return
         try:
-            write_secret_file(self._tenant.refresh_token_file, grant.refresh_token)
+            write_atomically(path, grant.refresh_token.reveal() + "\n")
         except OSError as exc:
             # Still usable in memory; a restart would fall back to the older token on disk.
             self.write_errors += 1
-            log.error(
-                "cannot write rotated refresh token; a restart would use the older one",
-                extra={
-                    "tenant": self._tenant.name,
-                    "path": str(self._tenant.refresh_token_file),
-                    "err": exc.strerror or type(exc).__name__,
-                },
-            )
+            fields = {"tenant": self._tenant.name, "path": str(path), "err": exc.strerror or type(exc).__name__}
+            log.error("cannot write rotated refresh token; a restart would use the older one", extra=fields)
 
     def secrets(self) -> tuple[Secret, ...]:
         """Every secret this cache holds, so that error texts can be scrubbed of them."""
-        return tuple(s for s in (self._token, self._refresh_token) if s is not None)
+        return tuple(s for s in (self._token, self.refresh_token) if s is not None)
 
     def invalidate(self) -> None:
         """Forget the access token (after a 401), so that the next request gets a new one."""
         self._token = None
         self._renew_at = 0.0
-
-
-def write_secret_file(path: Path, secret: Secret) -> None:
-    """Replace `path` atomically with `secret` (mode 0600)."""
-    write_atomically(path, secret.reveal() + "\n")
