@@ -141,41 +141,31 @@ class Poller:
     async def apply_config(self, config: Config) -> None:
         """Switch to a new config: new tenants start, removed ones stop, unchanged ones keep token and state."""
         self._flush()
-        old = self._config
-        transport_changed = (old.api_url, old.login_url, old.cloud, old.timeout, slots(old)) != (
-            config.api_url,
-            config.login_url,
-            config.cloud,
-            config.timeout,
-            slots(config),
-        )
+        old, self._config = self._config, config
+        transport_changed = _transport(old) != _transport(config)
         reschedule = transport_changed or old.interval != config.interval
         restarted: list[str] = []
-        new_names = {t.name for t in config.tenants}
-        for name in list(self._tenants):
-            if name not in new_names:
-                self._stop(self._tenants.pop(name))
-        for tc in config.tenants:
-            current = self._tenants.get(tc.name)
-            if current is None:
-                _remove_orphans([tc])
-                self._tenants[tc.name] = _Tenant(tc)
-            elif _identity(current.config) != _identity(tc) or transport_changed:
-                if _identity(current.config) != _identity(tc):
-                    restarted.append(tc.name)
-                    write_errors = current.tokens.write_errors  # a counter: it carries on
-                    current.tokens = TokenCache(tc)
-                    current.tokens.write_errors = write_errors
-                current.config = tc
-                self._stop(current)
-            else:
-                current.config = tc
-                if reschedule:
-                    self._stop(current)
-        self._config = config
         latest = time.monotonic() + config.max_staleness
-        for t in self._tenants.values():  # a Retry-After never outlasts the new max_staleness either
-            t.not_before = min(t.not_before, latest)
+        tenants: dict[str, _Tenant] = {}
+        for tc in config.tenants:
+            t = self._tenants.pop(tc.name, None)
+            if t is None:
+                _remove_orphans([tc])
+                t = _Tenant(tc)
+            elif _identity(t.config) != _identity(tc):
+                restarted.append(tc.name)
+                write_errors = t.tokens.write_errors  # a counter: it carries on
+                t.tokens = TokenCache(tc)
+                t.tokens.write_errors = write_errors
+                self._stop(t)
+            elif reschedule:
+                self._stop(t)
+            t.config = tc
+            t.not_before = min(t.not_before, latest)  # a Retry-After never outlasts the new max_staleness either
+            tenants[tc.name] = t
+        for removed in self._tenants.values():
+            self._stop(removed)
+        self._tenants = tenants
         self._store.replace_config(config, restarted, self._clock())
         if transport_changed and self._client is not None:
             old_pool, self._client = self._client, None
@@ -374,6 +364,11 @@ def _drop_values(now: float, limit: float) -> Callable[[TenantState], TenantStat
 
 def _crashed(state: TenantState) -> TenantState:
     return replace(state, up=False, last_error="internal error (see the exporter log)")
+
+
+def _transport(config: Config) -> tuple[object, ...]:
+    """What the HTTP clients are built from: a change means new clients and a fresh start of every schedule."""
+    return (config.api_url, config.login_url, config.cloud, config.timeout, slots(config))
 
 
 def _identity(tc: TenantConfig) -> TenantConfig:
