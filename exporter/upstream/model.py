@@ -109,13 +109,10 @@ def parse_summaries(body: bytes) -> tuple[InvoiceSummary, ...]:
 
 def parse_timestamp(value: object) -> float | None:
     """Unix seconds from an upstream date; None when missing, unparseable or "never" (year 1)."""
-    if not isinstance(value, str):
-        return None
-    return _parse_timestamp_text(value)
+    return _parse_timestamp_text(value) if isinstance(value, str) else None
 
 
-# A tenant's dates rarely change between polls, and each body carries a dozen of them: parsing showed up in
-# profiles of large poll cycles, and a bounded memo of the text makes it a dictionary lookup.
+# A tenant's dates rarely change between polls, and each body carries a dozen of them.
 @functools.lru_cache(maxsize=8192)
 def _parse_timestamp_text(value: str) -> float | None:
     match = _TIMESTAMP.fullmatch(value.strip())
@@ -180,7 +177,7 @@ def _summary(document: object, path: str) -> InvoiceSummary:
         )
     return InvoiceSummary(
         currency=sys.intern(currency),
-        symbol=_label(_text(document.get("currencySymbol"))),
+        symbol=_text(document.get("currencySymbol")),
         balance=_number(document.get("balanceAmount")),
         last_payment_amount=_number(document.get("lastPaymentAmount")),
         last_payment_time=parse_timestamp(document.get("lastPaymentDate")),
@@ -231,7 +228,6 @@ def _total(amounts: Iterable[float | None]) -> float | None:
 
 
 def _latest(times: Iterable[float | None]) -> float | None:
-    """The latest of the known times, or None."""
     return max((time for time in times if time is not None), default=None)
 
 
@@ -251,21 +247,12 @@ def _number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _label(text: str | None) -> str | None:
-    """One shared copy of a label value: every poll of every tenant brings the same few currencies, symbols, types."""
-    return None if text is None else sys.intern(text)
-
-
 def _text(value: object) -> str | None:
-    """Stripped text, or None when missing, not a string, or blank."""
-    if not isinstance(value, str):
+    """Stripped text, one shared copy of it (label values repeat across tenants); None if missing or blank."""
+    if not isinstance(value, str) or not (text := value.strip()):
         return None
-    text = value.strip()
-    if not text:
-        return None
-    # JSON can carry lone surrogates ("\ud800") that cannot be encoded as UTF-8, and these strings end up
-    # as label values in an exposition.
-    return text.encode("utf-8", "replace").decode("utf-8")
+    # JSON can carry lone surrogates ("\ud800") that cannot be encoded as UTF-8, and label values must be.
+    return sys.intern(text.encode("utf-8", "replace").decode("utf-8"))
 
 
 def _zone_offset(zone: str | None) -> float | None:
@@ -281,7 +268,6 @@ def _zone_offset(zone: str | None) -> float | None:
 
 
 def _at(path: str, key: str) -> str:
-    """The path of `key` inside the object at `path`."""
     return f"{path}.{key}" if path else key
 
 
