@@ -12,14 +12,11 @@ import asyncio
 import contextlib
 import http.cookiejar
 import json
-import os
 import re
-import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
 
-import certifi
 import httpx
 
 from exporter import __version__
@@ -47,8 +44,9 @@ class PartnerCenterClient:
     """Sends token and invoice requests; taking a client out of the pool (`slot()`) is taking a concurrency slot."""
 
     def __init__(self, config: Config, transport: TransportFactory | None = None, slots: int | None = None) -> None:
-        # Each client would otherwise build its own context (~20 ms and ~1 MiB each).
-        verify = ssl.create_default_context(cafile=_ca_bundle())
+        # Each client would otherwise build its own context (~20 ms and ~1 MiB each); this one is httpx's own
+        # (certifi, unless SSL_CERT_FILE or SSL_CERT_DIR name others).
+        verify = httpx.create_ssl_context()
         self._clients = [
             httpx.AsyncClient(
                 verify=verify,
@@ -217,8 +215,3 @@ def parse_token(body: bytes) -> TokenGrant:
         expires_in=float(expires_in),
         refresh_token=Secret(refresh) if refresh else None,
     )
-
-
-def _ca_bundle() -> str:
-    """httpx's CA bundle (certifi), unless SSL_CERT_FILE names another, as httpx itself would."""
-    return os.environ.get("SSL_CERT_FILE") or certifi.where()
