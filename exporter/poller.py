@@ -45,8 +45,8 @@ class RetryPolicy:
     max_delay: float = 30.0
     default_retry_after: float = 60.0  # a 429 without a usable Retry-After header
     schedule_jitter: float = 0.05  # each interval is stretched or shrunk by up to this fraction
-    # Finished polls are published together at most this long after the first of them: each publication copies
-    # the tenant map, and one copy per poll made a cycle quadratic in the number of tenants.
+    # Finished polls are published together at most this long after the first of them: one copy of the tenant map
+    # per poll would make a cycle quadratic in the number of tenants.
     publish_window: float = 0.05
 
 
@@ -119,7 +119,7 @@ class Poller:
         """Poll on schedule until `stop` is set, then cancel in-flight requests and close connections."""
         self._running = True
         for t in self._tenants.values():
-            self._start(t, first_delay=0.0)
+            self._start(t)
         self._sweeper = asyncio.create_task(self._sweep_stale(), name="staleness-sweeper")
         try:
             await stop.wait()
@@ -174,15 +174,13 @@ class Poller:
         if self._running:
             for t in self._tenants.values():
                 if t.task is None:
-                    self._start(t, first_delay=self._resume_delay(t))
+                    self._start(t)
 
-    def _resume_delay(self, t: _Tenant) -> float:
-        if t.last_started is None:
-            return 0.0
-        return max(0.0, t.last_started + self._config.interval - time.monotonic())
-
-    def _start(self, t: _Tenant, first_delay: float) -> None:
-        t.task = asyncio.create_task(self._schedule(t, first_delay), name=f"poll-{t.config.name}")
+    def _start(self, t: _Tenant) -> None:
+        """Schedule a tenant's polls: the first at once, or one interval after its last poll."""
+        last = t.last_started
+        delay = 0.0 if last is None else max(0.0, last + self._config.interval - time.monotonic())
+        t.task = asyncio.create_task(self._schedule(t, delay), name=f"poll-{t.config.name}")
 
     @staticmethod
     def _stop(t: _Tenant) -> None:

@@ -75,8 +75,7 @@ class UpstreamError(Exception):
         """The log fields of this failure (support cases need the ids)."""
         fields: dict[str, object | None] = {
             "endpoint": self.endpoint,
-            # One type per field, for log stores that index them: the HTTP status is a number, and a failure
-            # without one (timeout, connection, invalid_response) is named in a field of its own.
+            # One type per field, for log stores that index them: timeout, connection, ... go to `failure`.
             "status": int(self.status) if self.status.isdigit() else None,
             "failure": None if self.status.isdigit() else self.status,
             "code": self.body.code,
@@ -179,9 +178,7 @@ def _join(head_value: object, tail_value: object, prefix: str) -> str:
 
 def _text(value: object) -> str | None:
     """A JSON value as short text (strings as they are), or None."""
-    if value is None or value == "":
-        return None
-    return one_line(value if isinstance(value, str) else _compact(value), 120)
+    return None if value in (None, "") else one_line(value if isinstance(value, str) else _compact(value), 120)
 
 
 def _compact(value: object) -> str:
