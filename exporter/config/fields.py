@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from exporter.config.yamlfile import ConfigError
+from exporter.config.yamlfile import ConfigError, join
 
 _VAR_RE: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION_RE: Final = re.compile(r"(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ms|s|m|h|d))+")
@@ -44,11 +44,6 @@ def check_keys(mapping: Mapping[Any, object], known: Sequence[str], path: str) -
             close = difflib.get_close_matches(key, known, n=1) or difflib.get_close_matches(key.lower(), known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f"; expected one of {', '.join(known)}"
             raise ConfigError(join(path, key), f"unknown key{hint}")
-
-
-def join(path: str, key: str) -> str:
-    """`path.key`, or `key` at the top level."""
-    return f"{path}.{key}" if path else key
 
 
 def present(mapping: Mapping_, key: str) -> bool:

@@ -24,8 +24,8 @@ from exporter.config.credentials import (
     check_writable_directory,
     load_certificate,
 )
-from exporter.config.fields import Mapping_, Reader, check_keys, join, mapping, present, type_name
-from exporter.config.yamlfile import ConfigError, load_yaml, read_text
+from exporter.config.fields import Mapping_, Reader, check_keys, mapping, present, type_name
+from exporter.config.yamlfile import ConfigError, join, load_yaml, read_text
 from exporter.secret import Secret
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,6 @@ the strings they were written as. No error text quotes the document, which may h
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -17,8 +16,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 _CORE: Final = "tag:yaml.org,2002:"
 # The tags an untagged scalar, list or mapping resolves to; any other tag was written in the document.
-_PLAIN_TAGS: Final = frozenset(_CORE + name for name in ("str", "int", "float", "bool", "null", "seq", "map"))
-_TIMESTAMP: Final = _CORE + "timestamp"
+_PLAIN_TAGS: Final = frozenset(_CORE + t for t in ("str", "int", "float", "bool", "null", "timestamp", "seq", "map"))
 _MERGE: Final = _CORE + "merge"
 # Config files are small; the cap keeps a mistaken path (a log, a disk image) from being read whole.
 MAX_FILE_BYTES: Final = 4 * 1024 * 1024
@@ -28,13 +26,11 @@ class ConfigError(Exception):
     """An invalid input file; `path` names the offending key ("" for the whole file), `message` holds no secret."""
 
     def __init__(self, path: str, message: str) -> None:
-        """Record where and what went wrong."""
         super().__init__(path, message)
         self.path = path
         self.message = message
 
     def __str__(self) -> str:
-        """`path: message`, or the message alone for whole-file problems."""
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
@@ -94,23 +90,22 @@ class _Loader(_Base):  # type: ignore[valid-type,misc]
             ) from None
 
 
-def _timestamp_as_text(loader: _Loader, node: Node) -> str:
-    """A date-looking scalar, as the string it was written as."""
-    return str(loader.construct_scalar(node))
-
-
-_Loader.add_constructor(_TIMESTAMP, _timestamp_as_text)
+_Loader.add_constructor(_CORE + "timestamp", _Loader.construct_yaml_str)
 
 
 def _check(root: Node) -> None:
-    """Refuse aliases, merge keys, foreign tags and duplicate keys, naming the key path."""
+    """Refuse aliases, merge keys, foreign tags and duplicate keys, naming the key path, depth first."""
     seen: set[int] = set()
-    for node, path in _walk(root):
-        if id(node) in seen:
+    stack: list[tuple[Node, str]] = [(root, "")]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:  # an alias is a node met twice
             raise ConfigError(path, f"{_at(node)}: anchors and aliases are not supported; write the value out")
         seen.add(id(node))
-        if node.tag not in _PLAIN_TAGS and node.tag != _TIMESTAMP:
+        if node.tag not in _PLAIN_TAGS:
             raise ConfigError(path, f"{_at(node)}: tag {node.tag.replace(_CORE, '!!')} is not supported")
+        if isinstance(node, SequenceNode):
+            stack.extend((item, f"{path}[{index}]") for index, item in reversed(list(enumerate(node.value))))
         if not isinstance(node, MappingNode):
             continue
         first: dict[tuple[str, str], int] = {}
@@ -121,25 +116,15 @@ def _check(root: Node) -> None:
                 continue  # a complex key: the reader of the document reports it as a key that is not a string
             ident = (key.tag, key.value)
             if ident in first:
-                raise ConfigError(_join(path, key.value), f"duplicate key {_at(key)} (first at line {first[ident]})")
+                raise ConfigError(join(path, key.value), f"duplicate key {_at(key)} (first at line {first[ident]})")
             first[ident] = key.start_mark.line + 1
+        for key, value in reversed(node.value):
+            stack.append((value, join(path, key.value if isinstance(key, ScalarNode) else "?")))
+            stack.append((key, path))
 
 
-def _walk(root: Node) -> Iterator[tuple[Node, str]]:
-    """Every node with its key path, depth first; an alias shows up as a node met twice."""
-    stack: list[tuple[Node, str]] = [(root, "")]
-    while stack:
-        node, path = stack.pop()
-        yield node, path
-        if isinstance(node, MappingNode):
-            for key, value in reversed(node.value):
-                stack.append((value, _join(path, key.value if isinstance(key, ScalarNode) else "?")))
-                stack.append((key, path))
-        elif isinstance(node, SequenceNode):
-            stack.extend((item, f"{path}[{index}]") for index, item in reversed(list(enumerate(node.value))))
-
-
-def _join(path: str, key: object) -> str:
+def join(path: str, key: object) -> str:
+    """The key path `path.key`, or `key` at the top level."""
     return f"{path}.{key}" if path else str(key)
 
 
