@@ -11,17 +11,17 @@ import math
 import re
 import stat
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from exporter.config.yamlfile import ConfigError, join
 
-_VAR_RE: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# `$$`, `${NAME}`, or a `${` that starts no valid reference.
+_VAR_RE: Final = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)\}|(\{))")
 _DURATION_RE: Final = re.compile(r"(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ms|s|m|h|d))+")
 _DURATION_PART_RE: Final = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h|d)")
 _DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-# Longer than any sensible poll interval or staleness, and well inside what timers and sleeps accept.
-MAX_DURATION: Final = 365 * 86400.0
 # Secret, key and token files are small; the cap keeps a mistaken path (a log, a disk image) from being slurped.
 MAX_SECRET_FILE_BYTES: Final = 64 * 1024
 
@@ -64,10 +64,10 @@ def type_name(value: object) -> str:
     return "string" if isinstance(value, str) else names.get(type(value), type(value).__name__)
 
 
-def quote(value: str, limit: int = 40) -> str:
+def quote(value: str) -> str:
     """Quote a user value for a message, shortened so a stray blob cannot flood it."""
-    if len(value) > limit:
-        value = value[:limit] + "..."
+    if len(value) > 40:
+        value = value[:40] + "..."
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -87,7 +87,8 @@ def parse_duration(value: object, path: str) -> float:
             seconds = math.inf
     if math.isnan(seconds) or seconds <= 0:
         raise ConfigError(path, "must be a positive duration")
-    if seconds > MAX_DURATION:  # also catches inf
+    # Longer than any sensible poll interval or staleness, and well inside what timers and sleeps accept.
+    if seconds > 365 * 86400:  # also catches inf
         raise ConfigError(path, "must be at most 365d")
     return seconds
 
@@ -113,22 +114,37 @@ def optional_number(entry: Mapping_, key: str, path: str) -> float | None:
     return number
 
 
+@dataclass(frozen=True)
 class Reader:
     """Reads strings (with `${VAR}` expanded), durations and files, for one config file."""
 
-    def __init__(self, base_dir: Path, environ: Mapping[str, str]) -> None:
-        """Remember where relative paths start and where `${VAR}` values come from."""
-        self.base_dir = base_dir
-        self.environ = environ
+    base_dir: Path  # where relative paths start
+    environ: Mapping[str, str]  # where `${VAR}` values come from
 
     def text(self, value: object, path: str) -> Text:
-        """A string with `${VAR}` expanded; errors name only its type."""
+        """A string with `${VAR}` expanded (`$$` is a literal `$`, a lone `$` stays); errors name only its type."""
         if not isinstance(value, str):
             raise ConfigError(path, f"must be a string, got {type_name(value)}")
-        return self._expand(value, path)
+        names: list[str] = []
+
+        def substitute(match: re.Match[str]) -> str:
+            dollar, name, broken = match.groups()
+            if broken:
+                raise ConfigError(path, "invalid variable reference: use ${NAME}, or $$ for a literal $")
+            if dollar:
+                return "$"
+            if name not in self.environ:
+                raise ConfigError(path, f"environment variable {name} is not set")
+            names.append(name)
+            return self.environ[name]
+
+        text = Text(_VAR_RE.sub(substitute, value))
+        text.expanded = bool(names)
+        text.shown = f"(the value of {', '.join('${' + n + '}' for n in names)})" if names else quote(text)
+        return text
 
     def required(self, item: Mapping_, key: str, path: str) -> Text:
-        """A required, non-empty string."""
+        """A required string."""
         if not present(item, key):
             raise ConfigError(join(path, key), "required key is missing")
         return self.text(item[key], join(path, key))
@@ -193,33 +209,3 @@ class Reader:
             return self.small_file(file, shown, path).decode("utf-8")
         except UnicodeDecodeError:
             raise ConfigError(path, f"cannot read {shown}: not valid UTF-8") from None
-
-    def _expand(self, value: str, path: str) -> Text:
-        """Expand `${VAR}` from the environment; `$$` is a literal `$`, a lone `$` stays as it is."""
-        out: list[str] = []
-        names: list[str] = []
-        pos = 0
-        while (dollar := value.find("$", pos)) >= 0:
-            out.append(value[pos:dollar])
-            follower = value[dollar + 1 : dollar + 2]
-            if follower == "$":
-                out.append("$")
-                pos = dollar + 2
-            elif follower == "{":
-                match = _VAR_RE.match(value, dollar)
-                if match is None:
-                    raise ConfigError(path, "invalid variable reference: use ${NAME}, or $$ for a literal $")
-                name = match.group(1)
-                if name not in self.environ:
-                    raise ConfigError(path, f"environment variable {name} is not set")
-                out.append(self.environ[name])
-                names.append(name)
-                pos = match.end()
-            else:
-                out.append("$")
-                pos = dollar + 1
-        out.append(value[pos:])
-        text = Text("".join(out))
-        text.expanded = bool(names)
-        text.shown = f"(the value of {', '.join('${' + n + '}' for n in names)})" if names else quote(text)
-        return text
