@@ -16,14 +16,8 @@ from types import MappingProxyType
 from typing import Final, Literal, cast
 from urllib.parse import urlsplit
 
-from exporter.config import fields
-from exporter.config.credentials import (
-    AssertionFile,
-    Certificate,
-    Credential,
-    check_writable_directory,
-    load_certificate,
-)
+from exporter.config import credentials, fields
+from exporter.config.credentials import AssertionFile, Certificate, Credential
 from exporter.config.fields import Mapping_, Reader, check_keys, mapping, present, type_name
 from exporter.config.yamlfile import ConfigError, join, load_yaml, read_text
 from exporter.secret import Secret
@@ -33,30 +27,23 @@ logger = logging.getLogger(__name__)
 CloudName = Literal["global", "usgov", "china"]
 Endpoint = Literal["summary", "summaries"]
 
-MAX_CONCURRENCY: Final = 1000
-# Partner Center allows a modest request rate per partner; faster polling mostly buys throttling.
-_INTERVAL_WARNING_BELOW: Final = 60.0
-_INTERVAL_MINIMUM: Final = 1.0
-
 
 @dataclass(frozen=True, slots=True)
 class Cloud:
-    """One Microsoft cloud: where Partner Center and Entra ID are, and the token scope's resource."""
+    """One Microsoft cloud: where Partner Center and Entra ID are."""
 
-    api_url: str
+    api_url: str  # also the resource of the token scope (`Config.scope`)
     login_url: str
-    resource: str
 
 
 _GLOBAL_PC = "https://api.partnercenter.microsoft.com"
-_CHINA_PC = "https://partner.partnercenterapi.microsoftonline.cn"
 # From Microsoft's national cloud documentation and the Partner Center SDKs; docs/configuration.md says why China
 # signs in at login.chinacloudapi.cn.
 CLOUDS: Final[Mapping[str, Cloud]] = MappingProxyType(
     {
-        "global": Cloud(_GLOBAL_PC, "https://login.microsoftonline.com", _GLOBAL_PC),
-        "usgov": Cloud(_GLOBAL_PC, "https://login.microsoftonline.us", _GLOBAL_PC),
-        "china": Cloud(_CHINA_PC, "https://login.chinacloudapi.cn", _CHINA_PC),
+        "global": Cloud(_GLOBAL_PC, "https://login.microsoftonline.com"),
+        "usgov": Cloud(_GLOBAL_PC, "https://login.microsoftonline.us"),
+        "china": Cloud("https://partner.partnercenterapi.microsoftonline.cn", "https://login.chinacloudapi.cn"),
     }
 )
 _TOP_KEYS: Final = ("interval", "timeout", "concurrency", "max_staleness", "payment_terms", "cloud", "api_url",
@@ -126,8 +113,8 @@ class Config:
 
     @property
     def scope(self) -> str:
-        """The token scope: the cloud's Partner Center resource, whatever api_url says (a proxy, the simulator)."""
-        return CLOUDS[self.cloud].resource + "/.default"
+        """The token scope: the cloud's own Partner Center URL, whatever api_url says (a proxy, the simulator)."""
+        return CLOUDS[self.cloud].api_url + "/.default"
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
@@ -155,23 +142,23 @@ class _Parser:
         self._writable: set[Path] = set()  # directories already proven writable (one probe file per directory)
 
     def config(self, doc: Mapping_) -> Config:
-        """Validate the top-level mapping."""
         read = self._read
         check_keys(doc, _TOP_KEYS, "")
         interval = cast(float, read.duration(doc, "interval", 600.0))
-        if interval < _INTERVAL_MINIMUM:
+        if interval < 1:
             raise ConfigError("interval", "must be at least 1s")
         timeout = cast(float, read.duration(doc, "timeout", 30.0))
-        concurrency = read.integer(doc, "concurrency", 8, 1, MAX_CONCURRENCY)
+        concurrency = read.integer(doc, "concurrency", 8, 1, 1000)
         max_staleness = cast(float, read.duration(doc, "max_staleness", 86400.0))
         payment_terms = read.duration(doc, "payment_terms", None)
         cloud = cast(CloudName, read.choice(doc, "cloud", "", tuple(CLOUDS)) or "global")
         api_url = self._url(doc, "api_url", CLOUDS[cloud].api_url)
         login_url = self._url(doc, "login_url", CLOUDS[cloud].login_url)
         state_file = read.path(doc, "state_file", "")
-        thresholds = self._thresholds(doc["thresholds"], "thresholds") if present(doc, "thresholds") else _EMPTY
+        thresholds = self._thresholds(doc, "", MappingProxyType({}))
         tenants = self._tenants(doc, thresholds, payment_terms)
-        if interval < _INTERVAL_WARNING_BELOW:
+        # Partner Center allows a modest request rate per partner; faster polling mostly buys throttling.
+        if interval < 60:
             logger.warning(
                 "poll interval is below one minute; Partner Center may throttle the exporter",
                 extra={"interval_seconds": interval},
@@ -230,7 +217,6 @@ class _Parser:
     def _tenant(
         self, item: object, path: str, defaults: Mapping[str, Threshold], payment_terms: float | None
     ) -> TenantConfig:
-        """Validate one tenant entry."""
         read = self._read
         entry = mapping(item, path)
         check_keys(entry, _TENANT_KEYS, path)
@@ -258,9 +244,6 @@ class _Parser:
         endpoint = cast(Endpoint, read.choice(entry, "endpoint", path, ("summary", "summaries")) or "summary")
         if endpoint == "summaries" and refresh_token_file is None:
             raise ConfigError(f"{path}.endpoint", "summaries needs App+User auth: set refresh_token_file")
-        thresholds = (
-            self._thresholds(entry["thresholds"], f"{path}.thresholds") if present(entry, "thresholds") else defaults
-        )
         return TenantConfig(
             name=str(name),
             tenant_id=str(tenant_id),
@@ -269,7 +252,7 @@ class _Parser:
             refresh_token_file=refresh_token_file,
             refresh_token=refresh_token,
             endpoint=endpoint,
-            thresholds=thresholds,
+            thresholds=self._thresholds(entry, path, defaults),
             payment_terms=read.duration(entry, "payment_terms", payment_terms, path),
             credential_source=source,
         )
@@ -290,21 +273,15 @@ class _Parser:
                 raise ConfigError(where, "must not be empty")
             return Secret(str(value)), (key, "<set>")
         file, shown = cast(tuple[Path, str], read.path(entry, key, path))
-        if key == "client_assertion_file":
-            # It rotates and is read at every token request; it must be readable now already.
-            if not read.small_text_file(file, shown, where).strip():
-                raise ConfigError(where, f"{shown} is empty")
-            return AssertionFile(file), (key, str(file))
-        data = read.small_file(file, shown, where)
         if key == "client_certificate_file":
-            return load_certificate(data, file, shown, where), (key, str(file))
-        try:
-            secret = data.decode("utf-8").rstrip("\r\n")
-        except UnicodeDecodeError:
-            raise ConfigError(where, f"cannot read {shown}: not valid UTF-8") from None
-        if not secret:
+            certificate = credentials.load_certificate(read.small_file(file, shown, where), file, shown, where)
+            return certificate, (key, str(file))
+        text = read.small_text_file(file, shown, where)
+        # An assertion file rotates and is read at every token request; reading it now proves it readable.
+        content = text.strip() if key == "client_assertion_file" else text.rstrip("\r\n")
+        if not content:
             raise ConfigError(where, f"{shown} is empty")
-        return Secret(secret), (key, str(file))
+        return AssertionFile(file) if key == "client_assertion_file" else Secret(content), (key, str(file))
 
     def _refresh_token(self, entry: Mapping_, path: str) -> tuple[Path | None, Secret | None]:
         """App+User: the refresh token file (its directory must be writable for the rotated token) and its token."""
@@ -317,14 +294,17 @@ class _Parser:
         if not token:
             raise ConfigError(where, f"{shown} is empty")
         if file.parent not in self._writable:
-            check_writable_directory(file.parent, shown, where)
+            credentials.check_writable_directory(file.parent, shown, where)
             self._writable.add(file.parent)
         return file, Secret(token)
 
-    def _thresholds(self, value: object, path: str) -> Mapping[str, Threshold]:
-        """Validate a currency -> {warning, critical} mapping; currency codes are upper-cased."""
+    def _thresholds(self, item: Mapping_, path: str, default: Mapping[str, Threshold]) -> Mapping[str, Threshold]:
+        """The optional currency -> {warning, critical} mapping; currency codes are upper-cased."""
+        if not present(item, "thresholds"):
+            return default
+        path = join(path, "thresholds")
         result: dict[str, Threshold] = {}
-        for key, entry in mapping(value, path, "a mapping of currency code to thresholds").items():
+        for key, entry in mapping(item["thresholds"], path, "a mapping of currency code to thresholds").items():
             if not isinstance(key, str):
                 raise ConfigError(path, f"currency codes must be strings, got {type_name(key)}")
             where = f"{path}.{key}"
@@ -340,9 +320,8 @@ class _Parser:
             if warning is None and critical is None:
                 raise ConfigError(where, "set warning, critical or both")
             if warning is not None and critical is not None and warning > critical:
-                raise ConfigError(
-                    where, f"warning ({fields.number_text(warning)}) is above critical ({fields.number_text(critical)})"
-                )
+                order = f"warning ({fields.number_text(warning)}) is above critical ({fields.number_text(critical)})"
+                raise ConfigError(where, order)
             result[code] = Threshold(warning=warning, critical=critical)
         return MappingProxyType(result)
 
@@ -363,6 +342,3 @@ class _Parser:
         if parts.query or parts.fragment:
             raise ConfigError(key, "must not contain a query or fragment")
         return str(value).rstrip("/")
-
-
-_EMPTY: Final[Mapping[str, Threshold]] = MappingProxyType({})
