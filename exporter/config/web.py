@@ -19,8 +19,7 @@ from exporter.config.yamlfile import ConfigError, load_yaml, read_text
 
 log = logging.getLogger(__name__)
 
-# The web config's errors are config errors: a key path and a message.
-WebConfigError = ConfigError
+WebConfigError = ConfigError  # the web config's errors are config errors: a key path and a message
 
 # client_auth_type -> what Python's ssl does. It cannot request a client certificate without verifying it:
 # RequestClientCert gates nothing in Go either, so not asking is equivalent, and RequireAnyClientCert (and Go's
@@ -83,10 +82,9 @@ class WebConfig:
 
     tls: TLSServerConfig | None
     # repr=False: the hashes must never reach a log line or an error message.
-    basic_auth_users: Mapping[str, bytes] = field(default_factory=lambda: MappingProxyType({}), repr=False)
-    headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    # Exact request paths served without basic auth (exporter-toolkit's auth_excluded_paths).
-    auth_excluded_paths: tuple[str, ...] = ()
+    basic_auth_users: Mapping[str, bytes] = field(repr=False)
+    headers: Mapping[str, str]
+    auth_excluded_paths: tuple[str, ...]  # exact request paths served without basic auth
 
 
 def load_web_config(path: Path) -> WebConfig:
@@ -152,10 +150,8 @@ def _parse_tls(value: object, base_dir: Path) -> TLSServerConfig | None:
     cert, key, auth, ca = (
         _optional_str(section, k) for k in ("cert_file", "key_file", "client_auth_type", "client_ca_file")
     )
-    min_version, max_version = (
-        _tls_version(section, "min_version", "TLS12"),
-        _tls_version(section, "max_version", "TLS13"),
-    )
+    min_version = _tls_version(section, "min_version", "TLS12")
+    max_version = _tls_version(section, "max_version", "TLS13")
     prefer = section.get("prefer_server_cipher_suites", True)
     if not isinstance(prefer, bool):
         raise ConfigError(f"{_TLS}.prefer_server_cipher_suites", "must be true or false")
@@ -202,7 +198,6 @@ def _parse_tls(value: object, base_dir: Path) -> TLSServerConfig | None:
 
 
 def _tls_version(section: Mapping[str, object], key: str, default: str) -> str:
-    """min_version/max_version: TLS10..TLS13."""
     value = section.get(key, default)
     if not isinstance(value, str) or value not in _TLS_VERSIONS:
         raise ConfigError(f"{_TLS}.{key}", f"unknown TLS version {value!r}; expected one of {', '.join(_TLS_VERSIONS)}")
@@ -261,7 +256,6 @@ def _section(value: object, path: str) -> dict[str, object]:
 
 
 def _optional_str(section: Mapping[str, object], key: str) -> str | None:
-    """A string value of `tls_server_config`, or None."""
     value = section.get(key)
     if value is not None and not isinstance(value, str):
         raise ConfigError(f"{_TLS}.{key}", f"must be a string, got {type_name(value)}")
@@ -269,7 +263,6 @@ def _optional_str(section: Mapping[str, object], key: str) -> str | None:
 
 
 def _string_list(value: object, path: str) -> list[str]:
-    """A list of strings (None: empty)."""
     if value is None:
         return []
     if not isinstance(value, list):
@@ -281,7 +274,6 @@ def _string_list(value: object, path: str) -> list[str]:
 
 
 def _read_file(path: Path, key: str) -> bytes:
-    """A referenced file's bytes, naming the key on failure."""
     try:
         return path.read_bytes()
     except OSError as exc:
