@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import asdict
 
 from exporter.config.fields import number_text
 from exporter.config.settings import Config, Threshold
@@ -10,14 +11,13 @@ from exporter.config.settings import Config, Threshold
 
 def describe_config(config: Config) -> str:
     """A multi-line summary of `config` in logfmt-like `key=value` pairs."""
-    terms = format_duration(config.payment_terms) if config.payment_terms else "<none>"
     lines = [
         _fields(
             interval=format_duration(config.interval),
             timeout=format_duration(config.timeout),
             concurrency=str(config.concurrency),
             max_staleness=format_duration(config.max_staleness),
-            payment_terms=terms,
+            payment_terms=format_duration(config.payment_terms) if config.payment_terms else "<none>",
         ),
         _fields(cloud=config.cloud, api_url=config.api_url, login_url=config.login_url, scope=config.scope),
         _fields(state_file=str(config.state_file) if config.state_file else "<none>"),
@@ -26,25 +26,22 @@ def describe_config(config: Config) -> str:
     ]
     for tenant in config.tenants:
         key, shown = tenant.credential_source
-        credential = {key: shown} if key else {"credential": "<none>"}
+        values = {
+            "tenant": tenant.name,
+            "tenant_id": tenant.tenant_id,
+            "client_id": tenant.client_id,
+            "auth": tenant.auth_mode,
+            "endpoint": tenant.endpoint,
+            **({key: shown} if key else {"credential": "<none>"}),
+        }
         if tenant.certificate is not None:
-            credential["thumbprint"] = tenant.certificate.thumbprint
-        token = {"refresh_token_file": str(tenant.refresh_token_file)} if tenant.refresh_token_file else {}
-        own_terms = {"payment_terms": format_duration(tenant.payment_terms)} if tenant.payment_terms else {}
-        lines.append(
-            "  "
-            + _fields(
-                tenant=tenant.name,
-                tenant_id=tenant.tenant_id,
-                client_id=tenant.client_id,
-                auth=tenant.auth_mode,
-                endpoint=tenant.endpoint,
-                **credential,
-                **token,
-                **own_terms,
-                thresholds=_thresholds(tenant.thresholds),
-            )
-        )
+            values["thumbprint"] = tenant.certificate.thumbprint
+        if tenant.refresh_token_file:
+            values["refresh_token_file"] = str(tenant.refresh_token_file)
+        if tenant.payment_terms:
+            values["payment_terms"] = format_duration(tenant.payment_terms)
+        values["thresholds"] = _thresholds(tenant.thresholds)
+        lines.append("  " + _fields(**values))
     return "\n".join(lines)
 
 
@@ -63,17 +60,11 @@ def format_duration(seconds: float) -> str:
 
 def _thresholds(thresholds: Mapping[str, Threshold]) -> str:
     """Thresholds compactly, without `=` so they need no quotes: `USD(warning:50000,critical:1e5)`."""
-    if not thresholds:
-        return "<none>"
     parts = []
     for code, threshold in sorted(thresholds.items()):
-        levels = [
-            f"{name}:{number_text(level)}"
-            for name, level in (("warning", threshold.warning), ("critical", threshold.critical))
-            if level is not None
-        ]
+        levels = [f"{name}:{number_text(level)}" for name, level in asdict(threshold).items() if level is not None]
         parts.append(f"{code}({','.join(levels)})")
-    return ",".join(parts)
+    return ",".join(parts) or "<none>"
 
 
 def _fields(**values: str) -> str:
