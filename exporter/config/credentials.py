@@ -10,8 +10,6 @@ the assertion. See "Microsoft identity platform application authentication certi
 from __future__ import annotations
 
 import base64
-import hashlib
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,36 +54,29 @@ def load_certificate(data: bytes, file: Path, shown: str, path: str) -> Certific
     """Parse a PEM file holding an unencrypted RSA private key and its certificate (in either order)."""
     # Imported here: cryptography adds ~8 MiB to the resident memory, and only certificate tenants need it.
     from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
     from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
 
+    needs = "(the file needs the key and the certificate)"
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:
         raise ConfigError(path, f"{shown}: the private key is encrypted; store it without a passphrase") from None
     except ValueError:
-        raise ConfigError(
-            path, f"{shown}: no PEM private key found (the file needs the key and the certificate)"
-        ) from None
+        raise ConfigError(path, f"{shown}: no PEM private key found {needs}") from None
     try:
         certificate = x509.load_pem_x509_certificate(data)
     except ValueError:
-        raise ConfigError(
-            path, f"{shown}: no PEM certificate found (the file needs the key and the certificate)"
-        ) from None
+        raise ConfigError(path, f"{shown}: no PEM certificate found {needs}") from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ConfigError(
             path, f"{shown}: the private key must be RSA (Entra ID signs certificate credentials with RSA)"
         )
-    public = serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(serialization.Encoding.DER, public) != certificate.public_key().public_bytes(
-        serialization.Encoding.DER, public
-    ):
+    if key.public_key() != certificate.public_key():
         raise ConfigError(path, f"{shown}: the private key does not belong to the certificate")
-    digest = hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).digest()
     return Certificate(
         file=file,
-        thumbprint=base64.urlsafe_b64encode(digest).rstrip(b"=").decode(),
+        thumbprint=base64.urlsafe_b64encode(certificate.fingerprint(hashes.SHA256())).rstrip(b"=").decode(),
         not_after=certificate.not_valid_after_utc.timestamp(),
         key=key,
     )
@@ -94,12 +85,10 @@ def load_certificate(data: bytes, file: Path, shown: str, path: str) -> Certific
 def check_writable_directory(directory: Path, shown: str, path: str) -> None:
     """Prove that a file can be created in `directory` (a rotated refresh token is written there)."""
     try:
-        fd, probe = tempfile.mkstemp(prefix=".write-check.", dir=directory)
+        tempfile.TemporaryFile(dir=directory).close()
     except OSError as exc:
         raise ConfigError(
             path,
             f"cannot write in the directory of {shown}: {exc.strerror or type(exc).__name__} (rotated refresh "
             "tokens are written back there)",
         ) from None
-    os.close(fd)
-    os.unlink(probe)
