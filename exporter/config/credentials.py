@@ -1,10 +1,8 @@
 """A tenant's app credential, read and checked at load time: secret, certificate, or federated assertion file.
 
-Microsoft Entra ID accepts three kinds of client credential on the token endpoint: a client secret, a JWT
-assertion signed with a certificate's private key, and a federated token (Kubernetes workload identity) sent as
-the assertion. See "Microsoft identity platform application authentication certificate credentials"
-(learn.microsoft.com/entra/identity-platform/certificate-credentials) and "Workload identity federation"
-(learn.microsoft.com/entra/workload-id/workload-identity-federation).
+Microsoft Entra ID accepts a client secret, a JWT assertion signed with a certificate's private key, or a federated
+token (Kubernetes workload identity) sent as the assertion: learn.microsoft.com/entra/identity-platform/
+certificate-credentials and learn.microsoft.com/entra/workload-id/workload-identity-federation.
 """
 
 from __future__ import annotations

@@ -52,7 +52,6 @@ def present(mapping: Mapping_, key: str) -> bool:
 
 
 def mapping(value: object, path: str, what: str = "a mapping") -> Mapping_:
-    """`value` as a mapping, or an error naming `path`."""
     if not isinstance(value, dict):
         raise ConfigError(path, f"must be {what}, got {type_name(value)}")
     return value
@@ -99,7 +98,6 @@ def number_text(value: float) -> str:
 
 
 def optional_number(entry: Mapping_, key: str, path: str) -> float | None:
-    """An optional finite number."""
     if not present(entry, key):
         return None
     value = entry[key]
@@ -144,7 +142,6 @@ class Reader:
         return text
 
     def required(self, item: Mapping_, key: str, path: str) -> Text:
-        """A required string."""
         if not present(item, key):
             raise ConfigError(join(path, key), "required key is missing")
         return self.text(item[key], join(path, key))
@@ -157,7 +154,6 @@ class Reader:
         return parse_duration(self.text(value, join(path, key)) if isinstance(value, str) else value, join(path, key))
 
     def integer(self, doc: Mapping_, key: str, default: int, low: int, high: int) -> int:
-        """An optional integer between `low` and `high`."""
         if not present(doc, key):
             return default
         value = doc[key]
@@ -168,7 +164,6 @@ class Reader:
         return value
 
     def choice(self, item: Mapping_, key: str, path: str, choices: Sequence[str]) -> str | None:
-        """An optional string out of `choices`."""
         if not present(item, key):
             return None
         value = self.text(item[key], join(path, key))
@@ -204,7 +199,6 @@ class Reader:
         return data
 
     def small_text_file(self, file: Path, shown: str, path: str) -> str:
-        """A small UTF-8 file's text."""
         try:
             return self.small_file(file, shown, path).decode("utf-8")
         except UnicodeDecodeError:

@@ -37,8 +37,7 @@ class Cloud:
 
 
 _GLOBAL_PC = "https://api.partnercenter.microsoft.com"
-# From Microsoft's national cloud documentation and the Partner Center SDKs; docs/configuration.md says why China
-# signs in at login.chinacloudapi.cn.
+# From Microsoft's national cloud docs and the Partner Center SDKs (docs/configuration.md: why China's login differs).
 CLOUDS: Final[Mapping[str, Cloud]] = MappingProxyType(
     {
         "global": Cloud(_GLOBAL_PC, "https://login.microsoftonline.com"),
@@ -81,8 +80,7 @@ class TenantConfig:
     # Mapping proxies are unhashable; leaving them out of the hash keeps configs usable as keys.
     thresholds: Mapping[str, Threshold] = field(hash=False)
     payment_terms: float | None = None  # seconds
-    # Where the credential came from, for `--config.check` (the key and the file as written).
-    credential_source: tuple[str, str] = ("", "")
+    credential_source: tuple[str, str] = ("", "")  # for `--config.check`: the key, and the file as written
 
     @property
     def auth_mode(self) -> Literal["app", "app+user"]:
@@ -119,9 +117,8 @@ class Config:
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Config:
     """Read and parse the config file at `path`; `environ` defaults to the process environment."""
-    return parse_config(
-        read_text(path), base_dir=path.absolute().parent, environ=os.environ if environ is None else environ
-    )
+    environ = os.environ if environ is None else environ
+    return parse_config(read_text(path), base_dir=path.absolute().parent, environ=environ)
 
 
 def parse_config(text: str, *, base_dir: Path, environ: Mapping[str, str]) -> Config:
@@ -135,8 +132,6 @@ def parse_config(text: str, *, base_dir: Path, environ: Mapping[str, str]) -> Co
 
 
 class _Parser:
-    """Validates one parsed YAML document."""
-
     def __init__(self, read: Reader) -> None:
         self._read = read
         self._writable: set[Path] = set()  # directories already proven writable (one probe file per directory)

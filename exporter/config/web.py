@@ -38,8 +38,7 @@ _TLS_VERSIONS: Mapping[str, ssl.TLSVersion] = MappingProxyType(
     {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1, "TLS12": ssl.TLSVersion.TLSv1_2,
      "TLS13": ssl.TLSVersion.TLSv1_3}
 )  # fmt: skip
-# Same allow-list as exporter-toolkit, so a file accepted here is accepted by Go exporters and vice versa;
-# None means any value.
+# exporter-toolkit's allow-list, so a file valid here is valid for Go exporters and vice versa; None: any value.
 _ALLOWED_HEADERS: Mapping[str, tuple[str, ...] | None] = MappingProxyType(
     {"Strict-Transport-Security": None, "X-Content-Type-Options": ("nosniff",),
      "X-Frame-Options": ("deny", "sameorigin"), "X-XSS-Protection": None, "Content-Security-Policy": None}
@@ -245,7 +244,6 @@ def _parse_users(value: object) -> dict[str, bytes]:
 
 
 def _section(value: object, path: str) -> dict[str, object]:
-    """`value` as a str-keyed mapping, or an error naming `path`."""
     if not path and not isinstance(value, dict):
         raise ConfigError("", f"the web config must be a mapping, got {type_name(value)}")
     section = mapping(value, path)
