@@ -10,7 +10,6 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import TypeVar
 
 from exporter.config import Config
 from exporter.upstream.model import InvoiceSummary
@@ -20,11 +19,6 @@ SEEDED_STATUS_CODES = ("401", "403", "429", "500")
 # The token endpoint's 400 is a dead refresh token or a misconfigured app (invalid_grant, invalid_scope): the auth
 # alert's increase() only sees a failure if the series existed before it.
 _SEEDED_TOKEN_CODES = ("400", *SEEDED_STATUS_CODES)
-
-K = TypeVar("K")
-
-_EMPTY_COUNTS: Mapping[str, int] = MappingProxyType({})
-_EMPTY_ERRORS: Mapping[tuple[str, str], int] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +35,9 @@ class TenantState:
     token_expiry: float | None = None
     token_mfa: bool | None = None  # App+User: whether the access token in hand has the MFA claim
     refresh_token_write_errors: int = 0
-    requests: Mapping[str, int] = field(default_factory=lambda: _EMPTY_COUNTS)  # endpoint -> requests sent
+    requests: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))  # endpoint -> requests sent
     # (endpoint, status) -> failures
-    errors: Mapping[tuple[str, str], int] = field(default_factory=lambda: _EMPTY_ERRORS)
+    errors: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def fresh(cls, name: str, endpoints: Iterable[str]) -> TenantState:
@@ -59,14 +53,11 @@ class TenantState:
 
     def counted(self, endpoint: str, status: str | None) -> TenantState:
         """Return a copy that counts one more request to `endpoint`, failed with `status` unless None."""
-        requests = dict(self.requests)
-        requests[endpoint] = requests.get(endpoint, 0) + 1
-        errors: Mapping[tuple[str, str], int] = self.errors
-        if status is not None:
-            mutable = dict(self.errors)
-            mutable[(endpoint, status)] = mutable.get((endpoint, status), 0) + 1
-            errors = MappingProxyType(mutable)
-        return replace(self, requests=MappingProxyType(requests), errors=errors)
+        requests = MappingProxyType({**self.requests, endpoint: self.requests.get(endpoint, 0) + 1})
+        if status is None:
+            return replace(self, requests=requests)
+        errors = MappingProxyType({**self.errors, (endpoint, status): self.errors.get((endpoint, status), 0) + 1})
+        return replace(self, requests=requests, errors=errors)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +107,8 @@ class SnapshotStore:
             tenants = dict(snap.tenants)
             changed = False
             for name, change in changes:
-                state = tenants.get(name)
-                if state is not None:
-                    tenants[name] = change(state)
+                if name in tenants:
+                    tenants[name] = change(tenants[name])
                     changed = True
             if changed:
                 self._publish(replace(snap, tenants=MappingProxyType(tenants)))
@@ -130,29 +120,18 @@ class SnapshotStore:
             snap = self._current
             tenants: dict[str, TenantState] = {}
             for t in config.tenants:
-                old = snap.tenants.get(t.name)
                 fresh = TenantState.fresh(t.name, ("token", t.endpoint))
-                if old is None:
-                    tenants[t.name] = fresh
-                elif t.name in restarted:
+                state = snap.tenants.get(t.name, fresh)
+                if t.name in restarted:
                     # Counters carry on (same series); values and token belong to the old identity.
-                    tenants[t.name] = replace(
+                    state = replace(
                         fresh,
-                        requests=_merge(fresh.requests, old.requests),
-                        errors=_merge(fresh.errors, old.errors),
-                        refresh_token_write_errors=old.refresh_token_write_errors,
+                        requests=MappingProxyType({**fresh.requests, **state.requests}),
+                        errors=MappingProxyType({**fresh.errors, **state.errors}),
+                        refresh_token_write_errors=state.refresh_token_write_errors,
                     )
-                else:
-                    tenants[t.name] = old
-            self._publish(
-                replace(
-                    snap,
-                    config=config,
-                    tenants=MappingProxyType(tenants),
-                    reload_successful=True,
-                    reload_success_time=now,
-                )
-            )
+                tenants[t.name] = state
+            self._publish(Snapshot(snap.generation, config, MappingProxyType(tenants), True, now))
 
     def reload_failed(self) -> None:
         """Record that the last reload was rejected (the old config keeps running)."""
@@ -163,9 +142,3 @@ class SnapshotStore:
         self._current = replace(snap, generation=self._current.generation + 1)
         for listener in self._listeners:
             listener()
-
-
-def _merge(base: Mapping[K, int], old: Mapping[K, int]) -> Mapping[K, int]:
-    merged = dict(base)
-    merged.update(old)
-    return MappingProxyType(merged)
