@@ -33,10 +33,6 @@ class RestoredTenant:
     last_success: float
 
 
-class _CorruptError(Exception):
-    pass
-
-
 def save_state(path: Path, snap: Snapshot) -> None:
     """Write every tenant's last good values to `path` atomically."""
     tenants: dict[str, Any] = {}
@@ -66,10 +62,10 @@ def load_state(path: Path, config: Config) -> dict[str, RestoredTenant]:
     try:
         data = json.loads(raw)
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
-            raise _CorruptError("not a state file of this exporter version")
+            raise ValueError("not a state file of this exporter version")
         entries = data.get("tenants")
         if not isinstance(entries, dict):
-            raise _CorruptError("no tenants")
+            raise ValueError("no tenants")
         restored: dict[str, RestoredTenant] = {}
         for tc in config.tenants:
             entry = entries.get(tc.name)
@@ -79,60 +75,60 @@ def load_state(path: Path, config: Config) -> dict[str, RestoredTenant]:
                 continue  # the name now points at another account
             summaries = entry.get("summaries")
             if not isinstance(summaries, list):
-                raise _CorruptError(f"tenant {tc.name}: no summaries")
+                raise ValueError(f"tenant {tc.name}: no summaries")
             restored[tc.name] = RestoredTenant(
                 summaries=tuple(_summary(s) for s in summaries),
                 last_success=_number(entry.get("last_success")),
             )
         return restored
-    except (_CorruptError, ValueError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:
         log.warning("ignoring unreadable state file; starting clean", extra={"path": str(path), "err": str(exc)})
         return {}
 
 
 def _number(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _CorruptError("bad number")
+        raise ValueError("bad number")
     return float(value)
-
-
-def _optional_number(value: object) -> float | None:
-    return None if value is None else _number(value)
 
 
 def _string(value: object) -> str:
     if not isinstance(value, str) or not value:
-        raise _CorruptError("bad string")
+        raise ValueError("bad string")
     return value
+
+
+def _numbers(value: dict[str, object], *names: str) -> dict[str, float | None]:
+    return {name: None if (number := value.get(name)) is None else _number(number) for name in names}
 
 
 def _summary(value: object) -> InvoiceSummary:
     if not isinstance(value, dict):
-        raise _CorruptError("bad summary")
+        raise ValueError("bad summary")
     details = value.get("details")
     if not isinstance(details, list):
-        raise _CorruptError("bad details")
+        raise ValueError("bad details")
     symbol = value.get("symbol")
     return InvoiceSummary(
         currency=_string(value.get("currency")),
         symbol=_string(symbol) if symbol is not None else None,
-        balance=_optional_number(value.get("balance")),
-        last_payment_amount=_optional_number(value.get("last_payment_amount")),
-        last_payment_time=_optional_number(value.get("last_payment_time")),
-        latest_invoice_time=_optional_number(value.get("latest_invoice_time")),
-        first_invoice_time=_optional_number(value.get("first_invoice_time")),
-        accounting_time=_optional_number(value.get("accounting_time")),
+        **_numbers(
+            value,
+            "balance",
+            "last_payment_amount",
+            "last_payment_time",
+            "latest_invoice_time",
+            "first_invoice_time",
+            "accounting_time",
+        ),
         details=tuple(_detail(d) for d in details),
     )
 
 
 def _detail(value: object) -> InvoiceTypeSummary:
     if not isinstance(value, dict):
-        raise _CorruptError("bad detail")
+        raise ValueError("bad detail")
     return InvoiceTypeSummary(
         invoice_type=_string(value.get("invoice_type")),
-        balance=_optional_number(value.get("balance")),
-        last_payment_amount=_optional_number(value.get("last_payment_amount")),
-        latest_invoice_time=_optional_number(value.get("latest_invoice_time")),
-        last_payment_time=_optional_number(value.get("last_payment_time")),
+        **_numbers(value, "balance", "last_payment_amount", "latest_invoice_time", "last_payment_time"),
     )
