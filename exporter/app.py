@@ -7,10 +7,10 @@ a third thread. They meet only at the SnapshotStore (immutable snapshots) and at
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -23,13 +23,11 @@ from exporter.exposition import Exposition
 from exporter.poller import Poller, RetryPolicy
 from exporter.server.connections import DEFAULT_LIMITS, Limits, serve_in_thread
 from exporter.server.http import ExporterServer, Routes
-from exporter.snapshot import SnapshotStore, TenantState
-from exporter.statefile import RestoredTenant, load_state, save_state
+from exporter.snapshot import SnapshotStore
+from exporter.statefile import load_state, save_state
 from exporter.upstream.client import TransportFactory
 
 log = logging.getLogger(__name__)
-
-STATE_SAVE_INTERVAL = 1.0  # seconds between state file writes while polls keep succeeding
 
 
 def business_registry(store: SnapshotStore) -> CollectorRegistry:
@@ -46,24 +44,17 @@ def restore_state(store: SnapshotStore, config: Config) -> None:
         return
     now = time.time()
     restored = load_state(config.state_file, config)
-    for name, entry in restored.items():
-        if now - entry.last_success > config.max_staleness:
-            continue
-        store.update_tenant(name, _restored(entry))
+    store.update_tenants(
+        (name, functools.partial(replace, summaries=entry.summaries, last_success=entry.last_success))
+        for name, entry in restored.items()
+        if now - entry.last_success <= config.max_staleness
+    )
     if restored:
         log.info("restored state", extra={"path": str(config.state_file), "tenants": len(restored)})
 
 
-def _restored(entry: RestoredTenant) -> Callable[[TenantState], TenantState]:
-    def change(state: TenantState) -> TenantState:
-        return replace(state, summaries=entry.summaries, last_success=entry.last_success)
-
-    return change
-
-
 def config_changes(old: Config, new: Config) -> dict[str, tuple[str, ...]]:
-    """What a reload changes, for its log line: tenants `added`, `removed`, `changed` (by name), and the top-level
-    `settings` whose values differ; only the non-empty ones."""
+    """What a reload changes, for its log line: tenants `added`, `removed`, `changed`, top-level `settings`."""
     before = {t.name: t for t in old.tenants}
     after = {t.name: t for t in new.tenants}
     changes = {
@@ -89,12 +80,10 @@ class App:
         web_config: WebConfig | None = None,
         retry: RetryPolicy | None = None,
         transport_factory: TransportFactory | None = None,
-        config_loader: Callable[[Path], Config] = load_config,
         render_settle: float = 0.5,
         server_limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self._config_path = config_path
-        self._config_loader = config_loader
         self.store = SnapshotStore(config, time.time())
         restore_state(self.store, config)
         tenants = CollectorRegistry()
@@ -114,7 +103,7 @@ class App:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_polling: asyncio.Event | None = None
         self._loop_ready = threading.Event()
-        self._loop_thread = threading.Thread(target=self._run_loop, name="poller", daemon=True)
+        self._loop_thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="poller", daemon=True)
 
     @property
     def url(self) -> str:
@@ -135,7 +124,7 @@ class App:
             if self._config_path is None:
                 return False, "no config file to reload (demo mode)"
             try:
-                config = self._config_loader(self._config_path)
+                config = load_config(self._config_path)
             except ConfigError as exc:
                 self.store.reload_failed()
                 log.error("config reload rejected; keeping the running config", extra={"err": str(exc)})
@@ -167,10 +156,6 @@ class App:
         self._loop_thread.join(timeout=max(0.1, deadline - time.monotonic()))
         self.exposition.stop()
 
-    def _run_loop(self) -> None:
-        with asyncio.Runner() as runner:
-            runner.run(self._main())
-
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stop_polling = asyncio.Event()
@@ -185,15 +170,13 @@ class App:
 
     async def _save_state_loop(self) -> None:
         while True:
-            await asyncio.sleep(STATE_SAVE_INTERVAL)
+            await asyncio.sleep(1.0)  # between state file writes while polls keep succeeding
             await self._save_state_now()
 
     async def _save_state_now(self) -> None:
-        if not self._state_dirty.is_set():
-            return
         snap = self.store.current
         path = snap.config.state_file
-        if path is None:
+        if path is None or not self._state_dirty.is_set():
             return
         self._state_dirty.clear()
         try:
