@@ -1,8 +1,7 @@
 """The command line: Prometheus-style flags, signals, exit codes (0 ok, 1 runtime failure, 2 invalid input).
 
-What goes wrong before the exporter runs is said once: flags that make no sense as one line on stderr, as
-argparse does; an invalid file as one log line (under --config.check, as one plain line, since a person or a
-CI job reads it).
+What goes wrong before the exporter runs is said once: bad flags as one line on stderr, as argparse does; an
+invalid file as one log line, or under --config.check as one plain line, since a person or a CI job reads it.
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ log = logging.getLogger(__name__)
 PROGRAM = "partnercenter-exporter"
 DEFAULT_PORT = 9089
 DEFAULT_LISTEN = f":{DEFAULT_PORT}"
-EXIT_CANNOT_LISTEN = 1
 EXIT_USAGE = 2  # invalid flags, config or web config
 
 
@@ -116,8 +114,8 @@ def listen_address(value: str) -> tuple[str, int]:
 def conflict(args: argparse.Namespace) -> str | None:
     """Why these flags cannot be used together, or None.
 
-    Only combinations that cannot mean anything are refused. Flags a mode has no use for are ignored, so that
-    scripts can pass one set of flags: --once reads no --web.config.file and serves nothing.
+    Only combinations that cannot mean anything are refused; flags a mode has no use for are ignored, so that
+    scripts can pass one set of flags (--once reads no --web.config.file and serves nothing).
     """
     if args.demo and args.config_file is not None:
         return "--demo runs its own sample config; leave out --config.file (or --demo)"
@@ -137,32 +135,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(version_line(PROGRAM))
         return 0
     if (reason := conflict(args)) is not None:
-        return _usage_error(reason)
+        print(f"{PROGRAM}: error: {reason}", file=sys.stderr)
+        return EXIT_USAGE
     configure_logging(args.log_level, args.log_format)
     if args.config_check:
         return _check(args.config_file, args.web_config)
-    web_config = None
-    if args.web_config is not None and not args.once:
-        try:
-            web_config = load_web_config(args.web_config)
-        except ConfigError as exc:
-            return _invalid("web config", args.web_config, exc)
+    try:
+        web_config = None if args.web_config is None or args.once else load_web_config(args.web_config)
+    except ConfigError as exc:
+        return _invalid("web config", args.web_config, exc)
     if args.demo:
         from exporter.demo import demo_config  # noqa: PLC0415 - only the demo imports the simulator
 
         with demo_config() as config:
-            return _once(config) if args.once else _serve(config, None, args.listen, web_config, demo=True)
+            return _once(config) if args.once else _serve(config, None, args.listen, web_config)
     try:
         config = load_config(args.config_file)
     except ConfigError as exc:
         return _invalid("config", args.config_file, exc)
-    return _once(config) if args.once else _serve(config, args.config_file, args.listen, web_config, demo=False)
-
-
-def _usage_error(message: str) -> int:
-    """Flags that make no sense: one line on stderr, as argparse says its own errors."""
-    print(f"{PROGRAM}: error: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return _once(config) if args.once else _serve(config, args.config_file, args.listen, web_config)
 
 
 def _invalid(kind: str, path: Path, exc: ConfigError) -> int:
@@ -176,30 +167,28 @@ def _check(config_file: Path, web_config_file: Path | None) -> int:
     try:
         config = load_config(config_file)
     except ConfigError as exc:
-        print(_file_error("config", config_file, exc), file=sys.stderr)
-        return EXIT_USAGE
-    web_config = None
-    if web_config_file is not None:
-        try:
-            web_config = load_web_config(web_config_file)
-        except ConfigError as exc:
-            print(_file_error("web config", web_config_file, exc), file=sys.stderr)
-            return EXIT_USAGE
+        return _check_failed("config", config_file, exc)
+    try:
+        web_config = None if web_config_file is None else load_web_config(web_config_file)
+    except ConfigError as exc:
+        return _check_failed("web config", web_config_file, exc)
     print(describe_config(config))
-    if web_config_file is not None and web_config is not None:
+    if web_config is not None:
         users = len(web_config.basic_auth_users)
         tls = "on" if web_config.tls else "off"
         print(f"web_config={json.dumps(str(web_config_file))} tls={tls} basic_auth_users={users}")
     return 0
 
 
-def _file_error(kind: str, path: Path, exc: ConfigError) -> str:
+def _check_failed(kind: str, path: Path | None, exc: ConfigError) -> int:
     """`invalid web config web.yml: basic_auth_users.alice: ...`, naming the file once even when the error does."""
     text = str(exc)
-    return f"invalid {kind}: {text}" if str(path) in text else f"invalid {kind} {path}: {text}"
+    print(f"invalid {kind}: {text}" if str(path) in text else f"invalid {kind} {path}: {text}", file=sys.stderr)
+    return EXIT_USAGE
 
 
 def _once(config: Config) -> int:
+    """`--once`: poll every tenant, print the exposition; 1 if any tenant failed."""
     store = SnapshotStore(config, time.time())
     restore_state(store, config)
 
@@ -216,19 +205,19 @@ def _once(config: Config) -> int:
     return 0 if all(s.up for s in store.current.tenants.values()) else 1
 
 
-def _serve(config: Config, path: Path | None, listen: tuple[str, int], web: WebConfig | None, demo: bool) -> int:
+def _serve(config: Config, path: Path | None, listen: tuple[str, int], web: WebConfig | None) -> int:
+    """Serve until SIGTERM or SIGINT; no config `path` is the demo."""
     try:
         app = App(config, config_path=path, listen=listen, web_config=web)
     except OSError as exc:
         address = f"{listen[0]}:{listen[1]}"
         log.error("cannot listen", extra={"address": address, "err": exc.strerror or type(exc).__name__})
-        return EXIT_CANNOT_LISTEN
+        return 1
     stop = StopRequest()
     with _signals(app, stop):
         app.start()
-        if demo:
-            url = app.url
-            log.info("demo running; Ctrl-C stops it", extra={"metrics": f"{url}/metrics", "tenants": f"{url}/"})
+        if path is None:
+            log.info("demo running; Ctrl-C stops it", extra={"metrics": f"{app.url}/metrics", "tenants": f"{app.url}/"})
         stop.wait()
     log.info("shutting down")
     app.stop()
