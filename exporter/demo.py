@@ -40,7 +40,6 @@ thresholds:
   GBP: {{warning: 50000, critical: 100000}}
 tenants:
 """
-_TAILSPIN = "tailspin.onmicrosoft.com"
 
 
 def self_signed(key: CertificateIssuerPrivateKeyTypes, days: float) -> tuple[bytes, bytes]:
@@ -70,7 +69,7 @@ def _certificate_tenant(base: Path) -> TenantScenario:
     pem.write_bytes(key_pem + certificate_pem)
     pem.chmod(0o600)
     return TenantScenario(
-        tenant_id=_TAILSPIN,
+        tenant_id="tailspin.onmicrosoft.com",
         client_id="66666666-6666-4666-8666-666666666666",
         certificates=(certificate_pem.decode(),),
         currencies=(Currency(code="USD", symbol="$", balance=23750.0, invoice_types=(("Recurring", 23750.0),)),),
@@ -102,19 +101,14 @@ def demo_config() -> Iterator[Config]:
         base = Path(tmp)
         scenario = default_scenario()
         scenario = dataclasses.replace(scenario, tenants=(*scenario.tenants, _certificate_tenant(base)))
-        simulator = Simulator(scenario, host="127.0.0.1", port=0)
-        simulator.start()
-        try:
-            text = _demo_yaml(scenario, simulator.url, base)
+        with Simulator(scenario, host="127.0.0.1", port=0) as simulator:
             # The demo polls every 15s on purpose; the config loader's "interval below 1m" advice is for real use.
             config_log = logging.getLogger("exporter.config")
             level = config_log.level
             config_log.setLevel(logging.ERROR)
             try:
-                config = parse_config(text, base_dir=base, environ={})
+                config = parse_config(_demo_yaml(scenario, simulator.url, base), base_dir=base, environ={})
             finally:
                 config_log.setLevel(level)
             log.info("demo simulator running", extra={"url": simulator.url})
             yield config
-        finally:
-            simulator.stop()
