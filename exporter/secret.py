@@ -15,7 +15,6 @@ class Secret:
     __slots__ = ("_value",)
 
     def __init__(self, value: str) -> None:
-        """Wrap `value`."""
         if not isinstance(value, str):
             # Saying only the type keeps a mistyped secret out of the traceback.
             raise TypeError(f"Secret value must be a str, got {type(value).__name__}")
@@ -26,11 +25,9 @@ class Secret:
         return self._value
 
     def __repr__(self) -> str:
-        """Return a redacted representation."""
         return f"Secret('{_REDACTED}')"
 
     def __str__(self) -> str:
-        """Return the redacted placeholder."""
         return _REDACTED
 
     def __eq__(self, other: object) -> bool:
@@ -43,5 +40,4 @@ class Secret:
         )
 
     def __hash__(self) -> int:
-        """Hash by value, consistent with `__eq__`."""
         return hash(self._value)

@@ -19,10 +19,8 @@ class StopRequest:
         self.requested = False
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        """The SIGTERM and SIGINT handler."""
         self.requested = True
 
     def wait(self) -> None:
-        """Until a stop is requested."""
         while not self.requested:
             time.sleep(0.1)
