@@ -1,7 +1,7 @@
 """Wires config, store, poller, exposition and HTTP server together; owns reload and shutdown.
 
-Threads: the poller runs on its own asyncio loop thread, the HTTP server in a threading server, the renderer in
-a third thread. They meet only at the SnapshotStore (immutable snapshots) and at `reload()`.
+The poller's asyncio loop, the HTTP server and the renderer each have threads of their own; they meet only at
+the SnapshotStore (immutable snapshots) and at `reload()`.
 """
 
 from __future__ import annotations
@@ -160,20 +160,13 @@ class App:
         self._loop = asyncio.get_running_loop()
         self._stop_polling = asyncio.Event()
         self._loop_ready.set()
-        saver = asyncio.create_task(self._save_state_loop(), name="state-saver")
-        try:
-            await self.poller.run(self._stop_polling)
-        finally:
-            saver.cancel()
-            await asyncio.gather(saver, return_exceptions=True)
-            await self._save_state_now()
+        polling = asyncio.create_task(self.poller.run(self._stop_polling), name="poller")
+        while not polling.done():
+            await asyncio.wait([polling], timeout=1.0)  # between state file writes while polls keep succeeding
+            await self._save_state()
+        polling.result()
 
-    async def _save_state_loop(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)  # between state file writes while polls keep succeeding
-            await self._save_state_now()
-
-    async def _save_state_now(self) -> None:
+    async def _save_state(self) -> None:
         snap = self.store.current
         path = snap.config.state_file
         if path is None or not self._state_dirty.is_set():
