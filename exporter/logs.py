@@ -1,8 +1,6 @@
-"""Log output: logfmt and JSON formatters, one event per line, and `configure_logging` for the CLI.
+"""Log output: records with `extra={...}` fields as logfmt or JSON lines, and `configure_logging` for the CLI.
 
-Library code only calls `logging.getLogger(__name__)` and passes fields as `extra={...}`; this module turns
-those records into lines. Numbers stay numbers in JSON, lists and tuples become arrays (comma-separated in
-logfmt). Only the CLI calls `configure_logging`.
+Numbers stay numbers in JSON; lists and tuples become arrays (comma-separated in logfmt).
 """
 
 from __future__ import annotations
@@ -35,10 +33,6 @@ _OWN_LOGGERS = logging.Filter("exporter")
 _ESCAPES: Mapping[str, str] = MappingProxyType({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
-class _Handler(logging.StreamHandler[TextIO]):
-    """The stream handler `configure_logging` installs (a subclass so it can find and replace it)."""
-
-
 def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> None:
     """Send all logging to `stream` (stderr by default) at `level`, formatted as logfmt or json."""
     numeric = LEVELS.get(level.lower())
@@ -46,13 +40,14 @@ def configure_logging(level: str, fmt: str, stream: TextIO | None = None) -> Non
         raise ValueError(f"unknown log level {level!r}; expected one of debug, info, warn, error")
     if fmt not in FORMATS:
         raise ValueError(f"unknown log format {fmt!r}; expected one of logfmt, json")
-    handler = _Handler(stream)
+    handler = logging.StreamHandler(stream)
+    handler.set_name(__name__)
     handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
     handler.addFilter(lambda record: record.levelno >= logging.WARNING or _OWN_LOGGERS.filter(record))
     root = logging.getLogger()
-    # Replace only our own handler, so a second call (tests, reload) does not double every line and
+    # Replace only our own handler (by its name), so a second call (tests, reload) does not double every line and
     # handlers installed by others (pytest's capture) keep working.
-    for old in [h for h in root.handlers if isinstance(h, _Handler)]:
+    for old in [h for h in root.handlers if h.name == __name__]:
         root.removeHandler(old)
         old.close()
     root.addHandler(handler)

@@ -42,14 +42,9 @@ class TenantState:
     @classmethod
     def fresh(cls, name: str, endpoints: Iterable[str]) -> TenantState:
         """Return the state of a tenant not polled yet, with its counters seeded at zero."""
-        endpoints = tuple(endpoints)
-        return cls(
-            name=name,
-            requests=MappingProxyType(dict.fromkeys(endpoints, 0)),
-            errors=MappingProxyType(
-                {(e, s): 0 for e in endpoints for s in (_SEEDED_TOKEN_CODES if e == "token" else SEEDED_STATUS_CODES)}
-            ),
-        )
+        codes = {e: _SEEDED_TOKEN_CODES if e == "token" else SEEDED_STATUS_CODES for e in endpoints}
+        errors = {(e, s): 0 for e, statuses in codes.items() for s in statuses}
+        return cls(name, requests=MappingProxyType(dict.fromkeys(codes, 0)), errors=MappingProxyType(errors))
 
     def counted(self, endpoint: str, status: str | None) -> TenantState:
         """Return a copy that counts one more request to `endpoint`, failed with `status` unless None."""
