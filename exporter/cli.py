@@ -1,7 +1,7 @@
 """The command line: Prometheus-style flags, signals, exit codes (0 ok, 1 runtime failure, 2 invalid input).
 
-What goes wrong before the exporter runs is said once: bad flags as one line on stderr, as argparse does; an
-invalid file as one log line, or under --config.check as one plain line, since a person or a CI job reads it.
+Bad flags are one line on stderr, as argparse says them; an invalid file is one log line, or under --config.check
+one plain line, since a person or a CI job reads it.
 """
 
 from __future__ import annotations
@@ -112,11 +112,7 @@ def listen_address(value: str) -> tuple[str, int]:
 
 
 def conflict(args: argparse.Namespace) -> str | None:
-    """Why these flags cannot be used together, or None.
-
-    Only combinations that cannot mean anything are refused; flags a mode has no use for are ignored, so that
-    scripts can pass one set of flags (--once reads no --web.config.file and serves nothing).
-    """
+    """Why these flags cannot be used together, or None; ones a mode does not use are ignored (scripts pass one set)."""
     if args.demo and args.config_file is not None:
         return "--demo runs its own sample config; leave out --config.file (or --demo)"
     if args.demo and args.config_check:

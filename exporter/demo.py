@@ -1,8 +1,7 @@
 """`--demo`: the built-in simulator in-process, and a config for its sample tenants. No credentials, no files.
 
-The sample tenants' credentials are public demo values of the default scenario, not secrets. One more tenant,
-tailspin, signs in with a certificate that the demo makes at start (key and certificate in a temporary
-directory) and registers with the simulator, so the demo shows every kind of credential.
+The sample credentials are public demo values, not secrets; tailspin's certificate is made at start, so the demo
+shows every kind of credential.
 """
 
 from __future__ import annotations

@@ -11,8 +11,7 @@ from pathlib import Path
 def write_atomically(path: Path, text: str) -> None:
     """Replace `path` with `text`: temp file in the same directory, mode 0600, fsync, rename, fsync the dir.
 
-    A crash at any point leaves either the old file or the new one, never a torn or empty one; a crash between
-    creating the temp file and renaming it leaves the temp file, which `remove_orphans` deletes at start-up.
+    A crash leaves the old file or the new one, never a torn one, and maybe a temp file for `remove_orphans`.
     """
     directory = path.parent
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)

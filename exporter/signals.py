@@ -9,10 +9,8 @@ from types import FrameType
 class StopRequest:
     """Whether SIGTERM or SIGINT has asked the process to stop; `on_signal` is the handler, `wait` the main loop.
 
-    The handler sets a plain attribute and takes no lock. A Python signal handler runs in the main thread between
-    two bytecodes, maybe while that thread holds a lock: a `threading.Event`'s, around the bytecodes of its own
-    `wait()`. A handler that set such an event would wait for its own thread's lock for good, and the process
-    would not stop. So the main thread looks at the attribute every 100 ms instead of waiting on an event.
+    Not a `threading.Event`: the handler runs in the main thread, maybe inside that event's own `wait()` holding
+    its lock, and would wait for that lock for good. So the handler sets a plain attribute, polled every 100 ms.
     """
 
     def __init__(self) -> None:
