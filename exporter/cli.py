@@ -189,11 +189,8 @@ def _once(config: Config) -> int:
     restore_state(store, config)
 
     async def poll() -> None:
-        poller = Poller(config, store)
-        try:
+        async with contextlib.aclosing(Poller(config, store)) as poller:
             await poller.poll_all()
-        finally:
-            await poller.aclose()
 
     asyncio.run(poll())
     sys.stdout.buffer.write(generate_latest(business_registry(store)))
