@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterable
@@ -50,9 +51,7 @@ def remove_orphans(paths: Iterable[Path]) -> list[Path]:
             # ".{name}.{mkstemp's random part, no dots}.tmp"
             name = entry.name
             if name.startswith(".") and name.endswith(".tmp") and name[1:].rsplit(".", 2)[0] in names:
-                try:
+                with contextlib.suppress(OSError):
                     os.unlink(entry.path)
-                except OSError:
-                    continue
-                removed.append(Path(entry.path))
+                    removed.append(Path(entry.path))
     return removed

@@ -14,14 +14,9 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TextIO
 
+# "warn" is what Go exporters call it; accepted so muscle memory works.
 LEVELS: Mapping[str, int] = MappingProxyType(
-    {
-        "debug": logging.DEBUG,
-        "info": logging.INFO,
-        "warning": logging.WARNING,
-        "warn": logging.WARNING,  # what Go exporters call it; accepted so muscle memory works
-        "error": logging.ERROR,
-    }
+    {name: logging.getLevelNamesMapping()[name.upper()] for name in ("debug", "info", "warning", "warn", "error")}
 )
 FORMATS = ("logfmt", "json")
 
