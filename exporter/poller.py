@@ -265,9 +265,8 @@ class Poller:
         client = self._clients
         form = token_form(tc, self._config.scope, client.token_url(tc.tenant_id), t.tokens.refresh_token)
         grant = await self._counted(sent, "token", session.request_token(tc.tenant_id, form))
-        # Storing writes a rotated refresh token with two fsyncs, once per tenant per token lifetime, here on the
-        # event loop: handing 1000 such writes to threads (a cold start of 1000 App+User tenants) cost 1.3 s more
-        # CPU and more time than the writes themselves, on a local disk. A slow disk holds polling up instead.
+        # Writes a rotated refresh token (one fsync) on the event loop: in threads, the GIL hand-offs of 1000 such
+        # writes at a cold start cost more CPU and time than the writes themselves. A slow disk holds polling up.
         t.tokens.store(grant, self._clock())
         return grant.access_token
 
