@@ -24,40 +24,30 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-# Prometheus keeps one connection per scraper; HA pairs, probes and a dashboard or two make a handful. 256 is far
-# above that, yet bounds what held connections cost: ~100 KiB each at most (a thread, a request head of up to
-# MAX_HEAD_BYTES, buffers), some 25 MiB in all, inside the 256Mi the Kubernetes manifest allows, and 256 file
-# descriptors, well under the usual soft limit of 1024.
-MAX_CONNECTIONS = 256
-# Scrapers send a whole request head in one packet; one that takes longer than this is not a scraper, and 10 s is
-# what Go servers commonly set as ReadHeaderTimeout. Bounds how long a slow client (slowloris) holds a connection.
+# Scrapers send a request head in one packet; 10 s is Go's usual ReadHeaderTimeout and bounds a slowloris client.
 # A TLS handshake has as long again, before the head's deadline starts.
 HEADER_TIMEOUT = 10.0
-# Longer than Prometheus's default 1m scrape interval, so that scrapes at that interval reuse their connection
-# (Prometheus keeps idle connections 5m); short enough that an idle connection gives its slot back.
-IDLE_TIMEOUT = 90.0
-# For writing one answer: a /metrics body of a few MiB takes seconds on a slow link, and no scraper waits a minute.
-WRITE_TIMEOUT = 60.0
-# Prometheus's request heads are well under 1 KiB, a browser's with cookies a few KiB. http.server alone would
-# buffer up to 100 header lines of 64 KiB each per connection.
-MAX_HEAD_BYTES = 64 * 1024
 # A full server says so at most this often; per rejected connection there is only a debug line.
 _FULL_WARNING_INTERVAL = 60.0
-# Before closing, read what the client still sends for this long (Go's net/http waits 500 ms too): closing with
-# unread input resets the connection, and the reset can destroy the last answer (a 431, a 400) before the client
-# has read it.
+# Before closing, read what the client still sends for this long (as Go's net/http does): closing with unread
+# input resets the connection, and the reset can destroy the last answer (a 431, a 400) before the client reads it.
 _LINGER = 0.5
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one connection may take; the defaults are the module's constants (tests shorten them)."""
+    """What one connection may take (tests shorten them)."""
 
-    connections: int = MAX_CONNECTIONS
+    # A handful of scrapers and probes need a few; at ~100 KiB each (a thread, a head, buffers) 256 fit in the
+    # manifest's 256Mi with ~25 MiB and stay well under the usual limit of 1024 file descriptors.
+    connections: int = 256
     header_timeout: float = HEADER_TIMEOUT
-    idle_timeout: float = IDLE_TIMEOUT
-    write_timeout: float = WRITE_TIMEOUT
-    head_bytes: int = MAX_HEAD_BYTES
+    # Longer than Prometheus's default 1m scrape interval, so scrapes reuse their connection; short, to free the slot.
+    idle_timeout: float = 90.0
+    # For writing one answer: a /metrics body of a few MiB takes seconds on a slow link.
+    write_timeout: float = 60.0
+    # Prometheus's heads are under 1 KiB; http.server alone would buffer 100 header lines of 64 KiB each.
+    head_bytes: int = 64 * 1024
 
 
 DEFAULT_LIMITS = Limits()
@@ -76,12 +66,7 @@ class BoundedServer(ThreadingHTTPServer):
     request_queue_size = 128  # the default of 5 resets concurrent connects
 
     def __init__(
-        self,
-        host: str,
-        port: int,
-        handler: type[BoundedHandler],
-        limits: Limits,
-        ssl_context: ssl.SSLContext | None,
+        self, host: str, port: int, handler: type[BoundedHandler], limits: Limits, ssl_context: ssl.SSLContext | None
     ) -> None:
         self.limits = limits
         self.ssl_context = ssl_context
@@ -186,35 +171,6 @@ class BoundedHandler(BaseHTTPRequestHandler):
         """Answer the request just read (`command`, `path`, `headers`; the body is in `rfile`)."""
         raise NotImplementedError
 
-    # http.server calls do_<METHOD>: the methods of RFC 9110 (and PATCH) all go to `answer`, which can say 405
-    # where a path does not take one; http.server answers any other method with 501, through `send_error`.
-    def do_GET(self) -> None:
-        self.answer()
-
-    def do_HEAD(self) -> None:
-        self.answer()
-
-    def do_POST(self) -> None:
-        self.answer()
-
-    def do_PUT(self) -> None:
-        self.answer()
-
-    def do_DELETE(self) -> None:
-        self.answer()
-
-    def do_PATCH(self) -> None:
-        self.answer()
-
-    def do_OPTIONS(self) -> None:
-        self.answer()
-
-    def do_TRACE(self) -> None:
-        self.answer()
-
-    def do_CONNECT(self) -> None:
-        self.answer()
-
     def setup(self) -> None:
         """Read through a `_LimitedReader`, so that every read has a deadline and a request head a size cap."""
         super().setup()
@@ -222,12 +178,25 @@ class BoundedHandler(BaseHTTPRequestHandler):
         self._reader = _LimitedReader(self.connection)
         self.rfile = self._buffered = io.BufferedReader(self._reader)
 
-    def handle(self) -> None:
-        """Serve requests until the client, an error or a limit ends the connection."""
-        self.close_connection = True
-        self._handle_one_within_limits()
-        while not self.close_connection and self._next_request_arrives():
-            self._handle_one_within_limits()
+    def handle_one_request(self) -> None:
+        """Read and answer one request within the limits, then wait up to the idle timeout for the next one."""
+        self._reader.deadline = time.monotonic() + self.server.limits.header_timeout
+        self._reader.budget = self.server.limits.head_bytes
+        # A request has no method, path or version until its first line is parsed; the last request's must not show.
+        self.command = self.path = self.request_version = self.requestline = ""
+        try:
+            super().handle_one_request()
+        except RequestHeadTooLarge:  # while reading the request line (parse_request answers the headers' case)
+            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
+        if self.close_connection:
+            return
+        self._reader.deadline = time.monotonic() + self.server.limits.idle_timeout
+        self._reader.budget = None
+        try:
+            self.close_connection = not self._buffered.peek(1)
+        except TimeoutError:
+            log.debug("idle connection closed", extra={"client": self.client_address[0]})
+            self.close_connection = True
 
     def parse_request(self) -> bool:
         """Parse the head; once it is in, the body may be longer than a head (the deadline still holds)."""
@@ -245,26 +214,11 @@ class BoundedHandler(BaseHTTPRequestHandler):
         """What http.server would print to stderr (a timed-out request) is a debug line."""
         log.debug(format % args, extra={"client": self.client_address[0]})
 
-    def _handle_one_within_limits(self) -> None:
-        limits = self.server.limits
-        self._reader.deadline = time.monotonic() + limits.header_timeout
-        self._reader.budget = limits.head_bytes
-        # A request has no method, path or version until its first line is parsed; the last request's must not show.
-        self.command = self.path = self.request_version = self.requestline = ""
-        try:
-            super().handle_one_request()
-        except RequestHeadTooLarge:  # while reading the request line (parse_request answers the headers' case)
-            self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
 
-    def _next_request_arrives(self) -> bool:
-        """Wait for the first byte of the next request on a keep-alive connection, at most the idle timeout."""
-        self._reader.deadline = time.monotonic() + self.server.limits.idle_timeout
-        self._reader.budget = None
-        try:
-            return bool(self._buffered.peek(1))
-        except TimeoutError:
-            log.debug("idle connection closed", extra={"client": self.client_address[0]})
-            return False
+# http.server calls do_<METHOD>: the methods of RFC 9110 (and PATCH) all go to `answer`, which can say 405 where a
+# path does not take one; http.server answers any other method with 501, through `send_error`.
+for _method in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"):
+    setattr(BoundedHandler, f"do_{_method}", lambda self: self.answer())
 
 
 class _LimitedReader(io.RawIOBase):
@@ -276,7 +230,6 @@ class _LimitedReader(io.RawIOBase):
         self.budget: int | None = None
 
     def readable(self) -> bool:
-        """It is a reader."""
         return True
 
     def readinto(self, buffer: Any) -> int:
@@ -303,8 +256,6 @@ def _describe(exc: BaseException) -> str:
 
 def serve_in_thread(server: BoundedServer) -> threading.Thread:
     """Serve `server` from a daemon thread."""
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="http-server", daemon=True
-    )
+    thread = threading.Thread(target=server.serve_forever, args=(0.2,), name="http-server", daemon=True)
     thread.start()
     return thread
