@@ -23,21 +23,15 @@ from exporter.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 
-ReloadFunc = Callable[[], tuple[bool, str]]
-
 _GET = ("GET", "HEAD")
 _RELOAD = ("POST", "PUT")  # Prometheus takes PUT on /-/reload as well
 # The methods each path answers: another known method is 405, one http.server does not know is 501.
-_METHODS: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"/metrics": _GET, "/": _GET, "/healthz": _GET, "/readyz": _GET, "/-/reload": _RELOAD}
-)
+_METHODS = MappingProxyType({"/metrics": _GET, "/": _GET, "/healthz": _GET, "/readyz": _GET, "/-/reload": _RELOAD})
 # Served without credentials, for probes; the web config's auth_excluded_paths add to them.
 _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 # A body nobody reads is read and dropped up to this size, so that the connection can take the next request;
 # after a larger one (or a chunked one) the connection closes.
 _MAX_DISCARDED_BODY = 64 * 1024
-_TEXT = "text/plain; charset=utf-8"
-_HTML = "text/html; charset=utf-8"
 
 
 class Routes:
@@ -47,17 +41,15 @@ class Routes:
         self,
         exposition: Exposition,
         snapshot: Callable[[], Snapshot],
-        reload: ReloadFunc,
+        reload: Callable[[], tuple[bool, str]],
         web_config: WebConfig | None = None,
     ) -> None:
         self.exposition = exposition
         self.snapshot = snapshot
         self.reload = reload
-        self.web_config = web_config
-        users = web_config.basic_auth_users if web_config else {}
-        self.auth = BasicAuthChecker(users) if users else None
-        excluded = web_config.auth_excluded_paths if web_config else ()
-        self.open_paths = _OPEN_PATHS | frozenset(excluded)
+        self.web_config = web_config or WebConfig(tls=None)
+        self.auth = BasicAuthChecker(self.web_config.basic_auth_users)  # without users it lets every request pass
+        self.open_paths = _OPEN_PATHS | frozenset(self.web_config.auth_excluded_paths)
 
 
 class ExporterServer(BoundedServer):
@@ -65,7 +57,7 @@ class ExporterServer(BoundedServer):
 
     def __init__(self, host: str, port: int, routes: Routes, limits: Limits = DEFAULT_LIMITS) -> None:
         self.routes = routes
-        tls = routes.web_config.tls if routes.web_config else None
+        tls = routes.web_config.tls
         super().__init__(host, port, _Handler, limits, build_ssl_context(tls) if tls else None)
 
 
@@ -73,7 +65,7 @@ class ExporterServer(BoundedServer):
 class _Answer:
     status: HTTPStatus
     body: bytes | tuple[bytes, ...]  # parts, sent one after the other
-    content_type: str = _TEXT
+    content_type: str = "text/plain; charset=utf-8"
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -94,9 +86,10 @@ class _Handler(BoundedHandler):
     def answer(self) -> None:
         """Answer a request: credentials first (except on open paths), then the path, then the method."""
         self._discard_body()
+        routes = self.server.routes
         path = self.path.split("?", 1)[0]
         allowed = _METHODS.get(path)
-        if not self._authorized(path):
+        if path not in routes.open_paths and not routes.auth.check(self.headers.get("Authorization")):
             reply = _UNAUTHORIZED
         elif allowed is None:
             reply = _error(HTTPStatus.NOT_FOUND)
@@ -110,20 +103,21 @@ class _Handler(BoundedHandler):
                 reply = _error(HTTPStatus.INTERNAL_SERVER_ERROR)
         self._send(reply)
 
-    def _authorized(self, path: str) -> bool:
-        routes = self.server.routes
-        return routes.auth is None or path in routes.open_paths or routes.auth.check(self.headers.get("Authorization"))
-
     def _route(self, path: str) -> _Answer:
         routes = self.server.routes
         if path == "/metrics":
             return self._metrics()
         if path == "/":
-            return _Answer(HTTPStatus.OK, landing_page(routes.snapshot()).encode(), _HTML)
+            return _Answer(HTTPStatus.OK, landing_page(routes.snapshot()).encode(), "text/html; charset=utf-8")
         if path == "/healthz":
             return _Answer(HTTPStatus.OK, b"OK\n")
         if path == "/readyz":
-            return _readiness(routes.snapshot())
+            snap = routes.snapshot()
+            if snap.ready:
+                return _Answer(HTTPStatus.OK, b"ready\n")
+            polled = sum(1 for s in snap.tenants.values() if s.up is not None)
+            message = f"not ready: {polled} of {len(snap.config.tenants)} tenants polled\n"
+            return _Answer(HTTPStatus.SERVICE_UNAVAILABLE, message.encode())
         ok, message = routes.reload()
         return _Answer(HTTPStatus.OK if ok else HTTPStatus.BAD_REQUEST, (message + "\n").encode())
 
@@ -160,8 +154,7 @@ class _Handler(BoundedHandler):
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(sum(map(len, parts))))
-        web_config = self.server.routes.web_config
-        for name, value in {**(web_config.headers if web_config else {}), **reply.headers}.items():
+        for name, value in {**self.server.routes.web_config.headers, **reply.headers}.items():
             self.send_header(name, value)
         if self.close_connection:
             self.send_header("Connection", "close")
@@ -185,14 +178,6 @@ class _Handler(BoundedHandler):
     def version_string(self) -> str:
         """The `Server` header: the exporter and its version (http.server would append Python's after a space)."""
         return self.server_version
-
-
-def _readiness(snap: Snapshot) -> _Answer:
-    if snap.ready:
-        return _Answer(HTTPStatus.OK, b"ready\n")
-    polled = sum(1 for s in snap.tenants.values() if s.up is not None)
-    message = f"not ready: {polled} of {len(snap.config.tenants)} tenants polled\n"
-    return _Answer(HTTPStatus.SERVICE_UNAVAILABLE, message.encode())
 
 
 def _accepts_gzip(accept_encoding: str) -> bool:
