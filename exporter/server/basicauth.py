@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import secrets
 import threading
@@ -28,8 +27,7 @@ class BasicAuthChecker:
         self._verified: OrderedDict[bytes, None] = OrderedDict()
         # The decoy has the highest configured cost, so unknown users take as long as known ones.
         cost = max((int(h[4:6]) for h in self._users.values()), default=4)
-        decoy_password = secrets.token_hex(16).encode()
-        self._decoy = bcrypt.hashpw(decoy_password, bcrypt.gensalt(rounds=cost)) if self._users else b""
+        self._decoy = bcrypt.hashpw(secrets.token_hex(16).encode(), bcrypt.gensalt(rounds=cost)) if self._users else b""
 
     def check(self, authorization_header: str | None) -> bool:
         """Return True if the header carries a valid user and password (or if no users are configured)."""
@@ -69,23 +67,14 @@ class BasicAuthChecker:
 
 def _parse_basic(header: str | None) -> tuple[str, bytes] | None:
     """Split an `Authorization: Basic` header into user and password, or None if malformed."""
-    if not header:
-        return None
-    scheme, _, token = header.strip().partition(" ")
+    scheme, _, token = (header or "").strip().partition(" ")
     if scheme.lower() != "basic" or not token:
         return None
     try:
-        decoded = base64.b64decode(token.strip(), validate=True)
-    except (binascii.Error, ValueError):
+        user, sep, password = base64.b64decode(token.strip(), validate=True).partition(b":")
+        return (user.decode("utf-8"), password) if sep else None
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
         return None
-    user_bytes, sep, password = decoded.partition(b":")
-    if not sep:
-        return None
-    try:
-        user = user_bytes.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    return user, password
 
 
 def _cache_key(user: str, password: bytes, hashed: bytes) -> bytes:

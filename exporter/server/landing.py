@@ -25,26 +25,20 @@ def _age(seconds: float) -> str:
     return f"{seconds}s"
 
 
-def _tenant_row(name: str, state: TenantState | None) -> str:
-    if state is None or state.up is None:
-        status, css = "pending", "pending"
-    elif state.up:
-        status, css = "up", "up"
-    else:
-        status, css = "down", "down"
-    currencies = ", ".join(sorted(s.currency for s in (state.summaries or ()))) if state else ""
-    last_error = state.last_error if state and state.last_error else ""
+def _tenant_row(name: str, state: TenantState) -> str:
+    status = "pending" if state.up is None else ("up" if state.up else "down")  # also the cell's CSS class
+    currencies = ", ".join(sorted(s.currency for s in state.summaries or ()))
     cells = (
-        f'<td>{html.escape(name)}</td><td class="{css}">{status}</td>'
+        f'<td>{html.escape(name)}</td><td class="{status}">{status}</td>'
         f"<td>{html.escape(currencies) or '&ndash;'}</td>"
-        f'<td class="when">{html.escape(_format_time(state.last_success if state else None))}</td>'
-        f"<td>{html.escape(last_error) or '&ndash;'}</td>"
+        f'<td class="when">{html.escape(_format_time(state.last_success))}</td>'
+        f"<td>{html.escape(state.last_error or '') or '&ndash;'}</td>"
     )
     return f"<tr>{cells}</tr>"
 
 
 def landing_page(snap: Snapshot) -> str:
-    rows = "\n".join(_tenant_row(t.name, snap.tenants.get(t.name)) for t in snap.config.tenants)
+    rows = "\n".join(_tenant_row(t.name, snap.tenants.get(t.name) or TenantState(t.name)) for t in snap.config.tenants)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
