@@ -73,6 +73,44 @@ _TYPE_GAUGES: tuple[tuple[str, str, Callable[[InvoiceTypeSummary], float | None]
         lambda d: d.last_payment_time,
     ),
 )
+# name, help, value: the per-tenant gauges of its polls, tokens and credentials.
+_TENANT_GAUGES: tuple[tuple[str, str, Callable[[TenantConfig, TenantState], float | None]], ...] = (
+    ("partnercenter_up", "1 if the last poll of the tenant succeeded, else 0.", lambda t, s: _number(s.up)),
+    (
+        "partnercenter_last_success_timestamp_seconds",
+        "Time of the last successful poll of the tenant, Unix seconds.",
+        lambda t, s: s.last_success,
+    ),
+    (
+        "partnercenter_poll_duration_seconds",
+        "Duration of the last poll of the tenant, retries included.",
+        lambda t, s: s.poll_duration,
+    ),
+    (
+        "partnercenter_token_expiry_timestamp_seconds",
+        "Expiry of the access token in hand, Unix seconds.",
+        lambda t, s: s.token_expiry,
+    ),
+    (
+        "partnercenter_token_mfa",
+        "App+User: 1 if the access token's amr claim has mfa, else 0 (Partner Center refuses it: 900421).",
+        lambda t, s: _number(s.token_mfa),
+    ),
+    (
+        "partnercenter_credential_expiry_timestamp_seconds",
+        "Expiry (notAfter) of the tenant's client certificate, Unix seconds.",
+        lambda t, s: t.certificate.not_after if t.certificate is not None else None,
+    ),
+    (
+        "partnercenter_payment_terms_seconds",
+        "Payment terms from the exporter config: how long after an invoice it is due.",
+        lambda t, s: t.payment_terms,
+    ),
+)
+
+
+def _number(flag: bool | None) -> float | None:
+    return None if flag is None else float(flag)
 
 
 class TenantCollector(Collector):
@@ -140,86 +178,41 @@ class TenantCollector(Collector):
                     if limit is not None:
                         thresholds.add_metric([tenant.name, currency, severity], limit)
         yield thresholds
-        yield from _poll_families(tenants)
+        for name, text, tenant_field in _TENANT_GAUGES:
+            family = GaugeMetricFamily(name, text, labels=["tenant"])
+            for tenant, state in tenants:
+                if (value := tenant_field(tenant, state)) is not None:
+                    family.add_metric([tenant.name], value)
+            yield family
+        requests = CounterMetricFamily(
+            "partnercenter_api_requests", "Requests sent to Partner Center and Entra ID.", labels=["tenant", "endpoint"]
+        )
+        for tenant, state in tenants:
+            for endpoint in sorted(state.requests):
+                requests.add_metric([tenant.name, endpoint], state.requests[endpoint])
+        yield requests
+        errors = CounterMetricFamily(
+            "partnercenter_api_request_errors",
+            "Failed requests by HTTP status code, or timeout, connection, invalid_response.",
+            labels=["tenant", "endpoint", "status_code"],
+        )
+        for tenant, state in tenants:
+            for endpoint, status in sorted(state.errors):
+                errors.add_metric([tenant.name, endpoint, status], state.errors[(endpoint, status)])
+        yield errors
+        write_errors = CounterMetricFamily(
+            "partnercenter_refresh_token_write_errors",
+            "Rotated refresh tokens that could not be written back to refresh_token_file.",
+            labels=["tenant"],
+        )
+        for tenant, state in tenants:
+            if tenant.refresh_token_file is not None:
+                write_errors.add_metric([tenant.name], state.refresh_token_write_errors)
+        yield write_errors
 
 
 def _by_currency(state: TenantState) -> list[InvoiceSummary]:
     return sorted(state.summaries or (), key=lambda s: s.currency)
-
-
-# name, help, value: the per-tenant gauges of its polls, tokens and credentials.
-_TENANT_GAUGES: tuple[tuple[str, str, Callable[[TenantConfig, TenantState], float | None]], ...] = (
-    ("partnercenter_up", "1 if the last poll of the tenant succeeded, else 0.", lambda t, s: _number(s.up)),
-    (
-        "partnercenter_last_success_timestamp_seconds",
-        "Time of the last successful poll of the tenant, Unix seconds.",
-        lambda t, s: s.last_success,
-    ),
-    (
-        "partnercenter_poll_duration_seconds",
-        "Duration of the last poll of the tenant, retries included.",
-        lambda t, s: s.poll_duration,
-    ),
-    (
-        "partnercenter_token_expiry_timestamp_seconds",
-        "Expiry of the access token in hand, Unix seconds.",
-        lambda t, s: s.token_expiry,
-    ),
-    (
-        "partnercenter_token_mfa",
-        "App+User: 1 if the access token's amr claim has mfa, else 0 (Partner Center refuses it: 900421).",
-        lambda t, s: _number(s.token_mfa),
-    ),
-    (
-        "partnercenter_credential_expiry_timestamp_seconds",
-        "Expiry (notAfter) of the tenant's client certificate, Unix seconds.",
-        lambda t, s: t.certificate.not_after if t.certificate is not None else None,
-    ),
-    (
-        "partnercenter_payment_terms_seconds",
-        "Payment terms from the exporter config: how long after an invoice it is due.",
-        lambda t, s: t.payment_terms,
-    ),
-)
-
-
-def _number(flag: bool | None) -> float | None:
-    return None if flag is None else float(flag)
-
-
-def _poll_families(tenants: list[tuple[TenantConfig, TenantState]]) -> Iterator[Metric]:
-    """The families that describe each tenant's polls, tokens and credentials, one at a time."""
-    for name, text, field in _TENANT_GAUGES:
-        family = GaugeMetricFamily(name, text, labels=["tenant"])
-        for tenant, state in tenants:
-            if (value := field(tenant, state)) is not None:
-                family.add_metric([tenant.name], value)
-        yield family
-    requests = CounterMetricFamily(
-        "partnercenter_api_requests", "Requests sent to Partner Center and Entra ID.", labels=["tenant", "endpoint"]
-    )
-    for tenant, state in tenants:
-        for endpoint in sorted(state.requests):
-            requests.add_metric([tenant.name, endpoint], state.requests[endpoint])
-    yield requests
-    errors = CounterMetricFamily(
-        "partnercenter_api_request_errors",
-        "Failed requests by HTTP status code, or timeout, connection, invalid_response.",
-        labels=["tenant", "endpoint", "status_code"],
-    )
-    for tenant, state in tenants:
-        for endpoint, status in sorted(state.errors):
-            errors.add_metric([tenant.name, endpoint, status], state.errors[(endpoint, status)])
-    yield errors
-    write_errors = CounterMetricFamily(
-        "partnercenter_refresh_token_write_errors",
-        "Rotated refresh tokens that could not be written back to refresh_token_file.",
-        labels=["tenant"],
-    )
-    for tenant, state in tenants:
-        if tenant.refresh_token_file is not None:
-            write_errors.add_metric([tenant.name], state.refresh_token_write_errors)
-    yield write_errors
 
 
 class ExporterCollector(Collector):

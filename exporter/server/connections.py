@@ -62,7 +62,6 @@ class BoundedServer(ThreadingHTTPServer):
 
     # Threads of connected clients must not hold up shutdown: SIGTERM exits within seconds, whoever is connected.
     daemon_threads = True
-    allow_reuse_address = True
     request_queue_size = 128  # the default of 5 resets concurrent connects
 
     def __init__(
