@@ -223,7 +223,6 @@ class ExporterCollector(Collector):
         self._build = [__version__, revision(), platform.python_version()]
 
     def collect(self) -> Iterator[Metric]:
-        """Reload status of the current snapshot, and the build."""
         snap = self._snapshot()
         yield GaugeMetricFamily(
             "partnercenter_config_last_reload_successful",

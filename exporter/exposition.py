@@ -1,13 +1,11 @@
 """The /metrics body: the tenants' families rendered off the scrape path once per change, plain and gzip.
 
-prometheus_client renders a 1000-tenant snapshot (~60,000 samples) in about half a second (OpenMetrics: more),
-which a scrape must not pay and a poll cycle should not either. So a renderer thread renders the business
-families after the snapshot changes, once changes have settled (a poll cycle publishes a change every few tens
-of milliseconds; rendering each would take a core) and never for more than a tenth of the time, and a scrape
-serves the last rendering. The few families that change on every scrape or must be current the moment a reload
-answers (`live`: process_*, reload, build info) are rendered per scrape and appended. For gzip, the rendering is
-compressed once with a sync flush and the compressor kept: a scrape compresses only the live part on a copy of
-it (`zlib`'s `Compress.copy()`), which yields one valid gzip stream whose CRC and length zlib keeps.
+prometheus_client renders a 1000-tenant snapshot (~60,000 samples) in about half a second, which neither a scrape
+nor a poll cycle should pay. So a renderer thread renders the business families once the snapshot's changes settle
+(a poll cycle publishes one every few tens of milliseconds; rendering each would take a core), for at most a tenth
+of the time, and a scrape serves the last rendering followed by the `live` families (process_*, reload, build
+info), rendered per scrape. For gzip, the rendering is compressed once with a sync flush and the compressor kept:
+a scrape compresses only the live part on a `Compress.copy()` of it: one valid gzip stream, CRC and length kept.
 """
 
 from __future__ import annotations
@@ -40,9 +38,8 @@ def render(registry: Collector, openmetrics: bool) -> bytes:
     """The exposition of `registry`, OpenMetrics without its `# EOF` line."""
     # Family by family: prometheus_client keeps every line it renders until it joins them, and one family's lines
     # at a time (with collectors that build one family at a time) keep the peak a tenth as high.
-    if openmetrics:
-        return b"".join(generate_openmetrics(_One(family)).removesuffix(_OM_EOF) for family in registry.collect())
-    return b"".join(generate_text(_One(family)) for family in registry.collect())
+    generate, eof = (generate_openmetrics, _OM_EOF) if openmetrics else (generate_text, b"")
+    return b"".join(generate(_One(family)).removesuffix(eof) for family in registry.collect())
 
 
 @dataclass(frozen=True, slots=True)

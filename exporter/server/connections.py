@@ -254,7 +254,6 @@ def _describe(exc: BaseException) -> str:
 
 
 def serve_in_thread(server: BoundedServer) -> threading.Thread:
-    """Serve `server` from a daemon thread."""
     thread = threading.Thread(target=server.serve_forever, args=(0.2,), name="http-server", daemon=True)
     thread.start()
     return thread
