@@ -74,11 +74,6 @@ def _error(status: HTTPStatus, headers: Mapping[str, str] | None = None) -> _Ans
     return _Answer(status, f"{status.value} {status.phrase}\n".encode(), headers=headers or {})
 
 
-_UNAUTHORIZED = _error(
-    HTTPStatus.UNAUTHORIZED, {"WWW-Authenticate": 'Basic realm="partnercenter-exporter", charset="UTF-8"'}
-)
-
-
 class _Handler(BoundedHandler):
     server: ExporterServer
     server_version = f"partnercenter-exporter/{__version__}"
@@ -90,7 +85,9 @@ class _Handler(BoundedHandler):
         path = self.path.split("?", 1)[0]
         allowed = _METHODS.get(path)
         if path not in routes.open_paths and not routes.auth.check(self.headers.get("Authorization")):
-            reply = _UNAUTHORIZED
+            reply = _error(
+                HTTPStatus.UNAUTHORIZED, {"WWW-Authenticate": 'Basic realm="partnercenter-exporter", charset="UTF-8"'}
+            )
         elif allowed is None:
             reply = _error(HTTPStatus.NOT_FOUND)
         elif self.command not in allowed:
