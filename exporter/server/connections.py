@@ -38,11 +38,11 @@ _LINGER = 0.5
 class Limits:
     """What one connection may take (tests shorten them)."""
 
-    # A handful of scrapers and probes need a few; at ~100 KiB each (a thread, a head, buffers) 256 fit in the
-    # manifest's 256Mi with ~25 MiB and stay well under the usual limit of 1024 file descriptors.
+    # Scrapers, HA pairs and probes hold a handful. At ~100 KiB each (a thread, a head, buffers), 256 cost ~25 MiB,
+    # inside the manifest's 256Mi, and 256 file descriptors, well under the usual soft limit of 1024.
     connections: int = 256
     header_timeout: float = HEADER_TIMEOUT
-    # Longer than Prometheus's default 1m scrape interval, so scrapes reuse their connection; short, to free the slot.
+    # Past Prometheus's default 1m scrape interval, so scrapes reuse their connection; short enough to free the slot.
     idle_timeout: float = 90.0
     # For writing one answer: a /metrics body of a few MiB takes seconds on a slow link.
     write_timeout: float = 60.0
