@@ -47,7 +47,7 @@ class Routes:
         self.exposition = exposition
         self.snapshot = snapshot
         self.reload = reload
-        self.web_config = web_config or WebConfig(tls=None)
+        self.web_config = web_config or WebConfig()
         self.auth = BasicAuthChecker(self.web_config.basic_auth_users)  # without users it lets every request pass
         self.open_paths = _OPEN_PATHS | frozenset(self.web_config.auth_excluded_paths)
 
