@@ -34,18 +34,20 @@ from exporter.simulator import (
 from exporter.version import version_line
 from tests.support import free_port, wait_until
 from tests.test_simulator_support import (
-    SCOPE,
+    APP_CLIENT,
+    USER_CLIENT,
     Clock,
     api_get,
     assert_entra_error,
     assert_partner_error,
     post_token,
+    refresh,
+    refresh_form,
     start,
+    token_form,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-APP_CLIENT = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
-USER_CLIENT = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
 NO_MFA_CLIENT = "cccccccc-cccc-4ccc-8ccc-cccccccccccc"
 
 SCENARIO = f"""
@@ -110,32 +112,10 @@ def client(sim: Simulator) -> Iterator[httpx.Client]:
         yield c
 
 
-def token_form(client_id: str = APP_CLIENT, secret: str | None = "app-secret-value", **extra: str) -> dict[str, str]:
-    """A client-credentials form, with overrides."""
-    form = {"grant_type": "client_credentials", "client_id": client_id, "scope": SCOPE}
-    if secret is not None:
-        form["client_secret"] = secret
-    form.update(extra)
-    return form
-
-
-def refresh_form(
-    refresh_token: str, client_id: str = USER_CLIENT, secret: str | None = "user-secret-value"
-) -> dict[str, str]:
-    """A refresh-token form."""
-    return token_form(client_id, secret, grant_type="refresh_token", refresh_token=refresh_token)
-
-
 def app_token(client: httpx.Client, tenant: str = "app.example.com", **kw: Any) -> str:
     response = post_token(client, tenant, token_form(**kw))
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
-
-
-def refresh(client: httpx.Client, refresh_token: str, tenant: str = "user.example.com", **kw: Any) -> dict[str, Any]:
-    response = post_token(client, tenant, refresh_form(refresh_token, **kw))
-    assert response.status_code == 200, response.text
-    return dict(response.json())
 
 
 def get(client: httpx.Client, endpoint: str, token: str | None, **headers: str) -> httpx.Response:

@@ -15,9 +15,11 @@ import pytest
 
 from exporter.simulator import Currency, Federation, Scenario, Simulator, TenantScenario, parse_scenario
 from tests.test_simulator_support import (
+    APP_CLIENT,
     CHINA_SCOPE,
     JWT_BEARER,
     SCOPE,
+    USER_CLIENT,
     Clock,
     api_get,
     assert_entra_error,
@@ -25,12 +27,13 @@ from tests.test_simulator_support import (
     claims_of,
     federated_token,
     post_token,
+    refresh,
+    refresh_form,
     rsa_credential,
     start,
+    token_form,
 )
 
-APP = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"
-USER = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"
 PUBLIC = "cccccccc-cccc-4ccc-8ccc-cccccccccccc"
 CERT_APP = "dddddddd-dddd-4ddd-8ddd-dddddddddddd"
 FED_APP = "eeeeeeee-eeee-4eee-8eee-eeeeeeeeeeee"
@@ -42,12 +45,12 @@ seed: 7
 token_lifetime: 3600
 tenants:
   - tenant_id: app.example.com
-    client_id: {APP}
+    client_id: {APP_CLIENT}
     client_secret: app-secret-value
     token_lifetime: 120
     currencies: [{{code: USD, symbol: "$", balance: 1500.25}}]
   - tenant_id: user.example.com
-    client_id: {USER}
+    client_id: {USER_CLIENT}
     client_secret: user-secret-value
     refresh_token: initial-refresh-token
     currencies: [{{code: USD, symbol: "$", balance: 10}}, {{code: EUR, symbol: "€", balance: 20.5}}]
@@ -91,41 +94,20 @@ def client(sim: Simulator) -> Iterator[httpx.Client]:
         yield c
 
 
-def form(client_id: str = APP, secret: str | None = "app-secret-value", **extra: str) -> dict[str, str]:
-    """A client-credentials form, with overrides."""
-    sent = {"grant_type": "client_credentials", "client_id": client_id, "scope": SCOPE}
-    if secret is not None:
-        sent["client_secret"] = secret
-    sent.update(extra)
-    return sent
-
-
-def refresh_form(
-    token: str, client_id: str = USER, secret: str | None = "user-secret-value", **extra: str
-) -> dict[str, str]:
-    return form(client_id, secret, grant_type="refresh_token", refresh_token=token, **extra)
-
-
-def refresh(client: httpx.Client, token: str, tenant: str = "user.example.com", **kw: Any) -> dict[str, Any]:
-    response = post_token(client, tenant, refresh_form(token, **kw))
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
 def endpoint(sim: Simulator, tenant: str) -> str:
     """The token URL a client reaches the simulator by: the `aud` of its assertions."""
     return f"{sim.url}/{tenant}/oauth2/v2.0/token"
 
 
 def assertion_form(assertion: str, client_id: str = CERT_APP, **extra: str) -> dict[str, str]:
-    return form(client_id, None, **{"client_assertion_type": JWT_BEARER, "client_assertion": assertion, **extra})
+    return token_form(client_id, None, **{"client_assertion_type": JWT_BEARER, "client_assertion": assertion, **extra})
 
 
 # --- grants and scopes ---
 
 
 def test_client_credentials_answer_is_shaped_like_entra(client: httpx.Client) -> None:
-    response = post_token(client, "app.example.com", form())
+    response = post_token(client, "app.example.com", token_form())
     assert response.status_code == 200
     assert response.headers["cache-control"].startswith("no-store")
     body = response.json()
@@ -134,38 +116,56 @@ def test_client_credentials_answer_is_shaped_like_entra(client: httpx.Client) ->
 
 
 def test_the_token_url_takes_the_domain_in_any_case_or_the_tenant_guid(client: httpx.Client) -> None:
-    token = post_token(client, "APP.Example.com", form()).json()["access_token"]
+    token = post_token(client, "APP.Example.com", token_form()).json()["access_token"]
     tid = claims_of(token)["tid"]
     assert str(uuid.UUID(tid)) == tid
-    assert post_token(client, tid, form()).status_code == 200
-    assert post_token(client, tid.upper(), form()).status_code == 200
+    assert post_token(client, tid, token_form()).status_code == 200
+    assert post_token(client, tid.upper(), token_form()).status_code == 200
 
 
 @pytest.mark.parametrize(
     ("tenant", "sent", "status", "error", "code"),
     [
-        ("nope.example.com", form(), 400, "invalid_request", 90002),
-        ("app.example.com", form(client_id=USER), 400, "unauthorized_client", 700016),
-        ("app.example.com", form(secret="wrong"), 401, "invalid_client", 7000215),
-        ("app.example.com", form(secret=None), 401, "invalid_client", 7000218),
-        ("app.example.com", form(secret=""), 401, "invalid_client", 7000218),
-        ("app.example.com", {k: v for k, v in form().items() if k != "scope"}, 400, "invalid_request", 900144),
-        ("app.example.com", {k: v for k, v in form().items() if k != "grant_type"}, 400, "invalid_request", 900144),
-        ("app.example.com", {k: v for k, v in form().items() if k != "client_id"}, 400, "invalid_request", 900144),
-        ("app.example.com", form(grant_type="password"), 400, "unsupported_grant_type", 70003),
-        # Another resource is one Entra cannot find in the tenant; a bad scope shape is invalid_scope.
-        ("app.example.com", form(scope="https://graph.microsoft.com/.default"), 400, "invalid_resource", 500011),
-        ("app.example.com", form(scope=CHINA_SCOPE), 400, "invalid_resource", 500011),
-        ("app.example.com", form(scope="openid profile"), 400, "invalid_scope", 70011),
-        ("app.example.com", form(scope="https://api.partnercenter.microsoft.com"), 400, "invalid_scope", 70011),
+        ("nope.example.com", token_form(), 400, "invalid_request", 90002),
+        ("app.example.com", token_form(client_id=USER_CLIENT), 400, "unauthorized_client", 700016),
+        ("app.example.com", token_form(secret="wrong"), 401, "invalid_client", 7000215),
+        ("app.example.com", token_form(secret=None), 401, "invalid_client", 7000218),
+        ("app.example.com", token_form(secret=""), 401, "invalid_client", 7000218),
+        ("app.example.com", {k: v for k, v in token_form().items() if k != "scope"}, 400, "invalid_request", 900144),
         (
             "app.example.com",
-            form(scope="https://api.partnercenter.microsoft.com/user_impersonation"),
+            {k: v for k, v in token_form().items() if k != "grant_type"},
+            400,
+            "invalid_request",
+            900144,
+        ),
+        (
+            "app.example.com",
+            {k: v for k, v in token_form().items() if k != "client_id"},
+            400,
+            "invalid_request",
+            900144,
+        ),
+        ("app.example.com", token_form(grant_type="password"), 400, "unsupported_grant_type", 70003),
+        # Another resource is one Entra cannot find in the tenant; a bad scope shape is invalid_scope.
+        ("app.example.com", token_form(scope="https://graph.microsoft.com/.default"), 400, "invalid_resource", 500011),
+        ("app.example.com", token_form(scope=CHINA_SCOPE), 400, "invalid_resource", 500011),
+        ("app.example.com", token_form(scope="openid profile"), 400, "invalid_scope", 70011),
+        ("app.example.com", token_form(scope="https://api.partnercenter.microsoft.com"), 400, "invalid_scope", 70011),
+        (
+            "app.example.com",
+            token_form(scope="https://api.partnercenter.microsoft.com/user_impersonation"),
             400,
             "invalid_scope",
             70011,
         ),
-        ("app.example.com", form(scope=f"{SCOPE} https://graph.microsoft.com/.default"), 400, "invalid_scope", 700022),
+        (
+            "app.example.com",
+            token_form(scope=f"{SCOPE} https://graph.microsoft.com/.default"),
+            400,
+            "invalid_scope",
+            700022,
+        ),
         ("user.example.com", refresh_form("not-a-token"), 400, "invalid_grant", 70000),
         ("user.example.com", refresh_form(""), 400, "invalid_request", 900144),
         ("user.example.com", refresh_form("initial-refresh-token", secret="wrong"), 401, "invalid_client", 7000215),
@@ -174,8 +174,8 @@ def test_the_token_url_takes_the_domain_in_any_case_or_the_tenant_guid(client: h
         ("user.example.com", refresh_form("public-refresh-token"), 400, "invalid_grant", 70000),
         # A public client has no credential of its own: none on the refresh grant, and no client credentials.
         ("public.example.com", refresh_form("public-refresh-token", PUBLIC, "x"), 401, "invalid_client", 700025),
-        ("public.example.com", form(PUBLIC, secret="anything"), 401, "invalid_client", 7000215),
-        ("public.example.com", form(PUBLIC, secret=None), 401, "invalid_client", 7000218),
+        ("public.example.com", token_form(PUBLIC, secret="anything"), 401, "invalid_client", 7000215),
+        ("public.example.com", token_form(PUBLIC, secret=None), 401, "invalid_client", 7000218),
     ],
 )
 def test_token_rejections_are_shaped_like_entra(
@@ -186,13 +186,16 @@ def test_token_rejections_are_shaped_like_entra(
 
 
 def test_token_endpoint_wants_a_form_post(client: httpx.Client) -> None:
-    assert_entra_error(client.post("/app.example.com/oauth2/v2.0/token", json=form()), 400, "invalid_request", 900144)
+    assert_entra_error(
+        client.post("/app.example.com/oauth2/v2.0/token", json=token_form()), 400, "invalid_request", 900144
+    )
     assert_entra_error(client.get("/app.example.com/oauth2/v2.0/token"), 400, "invalid_request", 900561)
 
 
 def test_scope_may_carry_openid_scopes_and_user_impersonation_on_the_refresh_grant(client: httpx.Client) -> None:
     assert (
-        post_token(client, "app.example.com", form(scope=f"{SCOPE} openid profile offline_access")).status_code == 200
+        post_token(client, "app.example.com", token_form(scope=f"{SCOPE} openid profile offline_access")).status_code
+        == 200
     )
     scope = "https://api.partnercenter.microsoft.com/user_impersonation offline_access"
     body = refresh(client, "initial-refresh-token", scope=scope)
@@ -206,12 +209,12 @@ def test_scope_may_carry_openid_scopes_and_user_impersonation_on_the_refresh_gra
 def test_each_cloud_issues_tokens_for_its_own_partner_center_resource(cloud: str, good: str, bad: str) -> None:
     scenario = parse_scenario(f"cloud: {cloud}\n{SCENARIO}")
     with Simulator(scenario) as s, httpx.Client(base_url=s.url) as c:
-        response = post_token(c, "app.example.com", form(scope=good))
+        response = post_token(c, "app.example.com", token_form(scope=good))
         assert response.status_code == 200, response.text
         token = response.json()["access_token"]
         assert claims_of(token)["aud"] == good.removesuffix("/.default")
         assert api_get(c, "summary", token).status_code == 200
-        assert_entra_error(post_token(c, "app.example.com", form(scope=bad)), 400, "invalid_resource", 500011)
+        assert_entra_error(post_token(c, "app.example.com", token_form(scope=bad)), 400, "invalid_resource", 500011)
         answer = refresh(c, "initial-refresh-token", scope=good)
         assert answer["scope"] == good.replace(".default", "user_impersonation")
 
@@ -221,9 +224,9 @@ def test_each_cloud_issues_tokens_for_its_own_partner_center_resource(cloud: str
 
 def test_app_only_access_token_claims(client: httpx.Client) -> None:
     before = int(time.time())
-    claims = claims_of(post_token(client, "app.example.com", form()).json()["access_token"])
+    claims = claims_of(post_token(client, "app.example.com", token_form()).json()["access_token"])
     assert claims["aud"] == "https://api.partnercenter.microsoft.com"
-    assert claims["appid"] == APP
+    assert claims["appid"] == APP_CLIENT
     assert claims["appidacr"] == "1"
     assert claims["idtyp"] == "app"
     assert claims["iss"] == f"https://sts.windows.net/{claims['tid']}/"
@@ -382,8 +385,13 @@ def test_certificate_assertion_rejections(sim: Simulator, client: httpx.Client) 
             "invalid_client",
             700023,
         ),
-        (cred.assertion(client_id=CERT_APP, audience=url, iss=APP), 401, "invalid_client", 50048),
-        (cred.assertion(client_id=CERT_APP, audience=url, iss=APP, sub=APP), 401, "invalid_client", 700021),
+        (cred.assertion(client_id=CERT_APP, audience=url, iss=APP_CLIENT), 401, "invalid_client", 50048),
+        (
+            cred.assertion(client_id=CERT_APP, audience=url, iss=APP_CLIENT, sub=APP_CLIENT),
+            401,
+            "invalid_client",
+            700021,
+        ),
         (cred.assertion(client_id=CERT_APP, audience=url, drop=("jti",)), 400, "invalid_request", 50027),
         (cred.assertion(client_id=CERT_APP, audience=url, drop=("exp",)), 400, "invalid_request", 50027),
         # Entra allows 5 minutes of clock skew either way, no more.
@@ -412,20 +420,22 @@ def test_certificate_assertion_rejections(sim: Simulator, client: httpx.Client) 
 def test_client_assertion_parameters_and_credential_kinds(sim: Simulator, client: httpx.Client) -> None:
     cred = rsa_credential("a")
     assertion = cred.assertion(client_id=CERT_APP, audience=endpoint(sim, "cert.example.com"))
-    missing_type = form(CERT_APP, None, client_assertion=assertion)
+    missing_type = token_form(CERT_APP, None, client_assertion=assertion)
     assert_entra_error(post_token(client, "cert.example.com", missing_type), 400, "invalid_request", 900144)
-    missing_value = form(CERT_APP, None, client_assertion_type=JWT_BEARER)
+    missing_value = token_form(CERT_APP, None, client_assertion_type=JWT_BEARER)
     assert_entra_error(post_token(client, "cert.example.com", missing_value), 400, "invalid_request", 900144)
     wrong_type = assertion_form(assertion, client_assertion_type="urn:example:saml")
     assert_entra_error(post_token(client, "cert.example.com", wrong_type), 400, "invalid_request", 9002313)
     # A certificate tenant has no secret, and needs a credential on the refresh grant too.
-    assert_entra_error(post_token(client, "cert.example.com", form(CERT_APP, "guess")), 401, "invalid_client", 7000215)
+    assert_entra_error(
+        post_token(client, "cert.example.com", token_form(CERT_APP, "guess")), 401, "invalid_client", 7000215
+    )
     refresh_only = refresh_form("cert-refresh-token", CERT_APP, None)
     assert_entra_error(post_token(client, "cert.example.com", refresh_only), 401, "invalid_client", 7000218)
     # A secret-only tenant knows no certificate.
-    app_assertion = cred.assertion(client_id=APP, audience=endpoint(sim, "app.example.com"))
+    app_assertion = cred.assertion(client_id=APP_CLIENT, audience=endpoint(sim, "app.example.com"))
     assert_entra_error(
-        post_token(client, "app.example.com", assertion_form(app_assertion, APP)), 401, "invalid_client", 700027
+        post_token(client, "app.example.com", assertion_form(app_assertion, APP_CLIENT)), 401, "invalid_client", 700027
     )
 
 
@@ -449,7 +459,7 @@ def test_certificates_in_a_scenario_file(tmp_path: Any) -> None:
         assertion = rsa_credential("a").assertion(client_id=CERT_APP, audience=endpoint(s, "cert.example.com"))
         assert post_token(c, "cert.example.com", assertion_form(assertion)).status_code == 200
         # With a secret and certificates, either credential will do.
-        assert post_token(c, "cert.example.com", form(CERT_APP, "also-a-secret")).status_code == 200
+        assert post_token(c, "cert.example.com", token_form(CERT_APP, "also-a-secret")).status_code == 200
 
 
 # --- federated credentials ---
@@ -498,7 +508,7 @@ def test_discovery_document_is_shaped_like_entra(client: httpx.Client) -> None:
     response = client.get("/app.example.com/v2.0/.well-known/openid-configuration")
     assert response.status_code == 200
     doc = response.json()
-    tid = claims_of(post_token(client, "app.example.com", form()).json()["access_token"])["tid"]
+    tid = claims_of(post_token(client, "app.example.com", token_form()).json()["access_token"])["tid"]
     root = f"{client.base_url}".rstrip("/") + f"/{tid}"
     assert doc["issuer"] == f"{root}/v2.0"
     assert doc["token_endpoint"] == f"{root}/oauth2/v2.0/token"
@@ -507,7 +517,7 @@ def test_discovery_document_is_shaped_like_entra(client: httpx.Client) -> None:
     assert "private_key_jwt" in doc["token_endpoint_auth_methods_supported"]
     assert (doc["cloud_instance_name"], doc["msgraph_host"]) == ("microsoftonline.com", "graph.microsoft.com")
     # The endpoint it names is the one that answers.
-    assert client.post(doc["token_endpoint"], data=form()).status_code == 200
+    assert client.post(doc["token_endpoint"], data=token_form()).status_code == 200
     other_host = client.get("/app.example.com/v2.0/.well-known/openid-configuration", headers={"Host": "sts.test:443"})
     assert other_host.json()["token_endpoint"] == f"http://sts.test:443/{tid}/oauth2/v2.0/token"
 

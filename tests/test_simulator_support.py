@@ -26,6 +26,8 @@ CHINA_SCOPE = "https://partner.partnercenterapi.microsoftonline.cn/.default"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ENTRA_ERROR_KEYS = {"error", "error_description", "error_codes", "timestamp", "trace_id", "correlation_id"}
 PARTNER_ERROR_KEYS = {"code", "description", "data", "source"}
+APP_CLIENT = "aaaaaaaa-aaaa-4aaa-8aaa-aaaaaaaaaaaa"  # the scenarios' app-only client
+USER_CLIENT = "bbbbbbbb-bbbb-4bbb-8bbb-bbbbbbbbbbbb"  # the scenarios' App+User client
 
 
 class Clock:
@@ -51,6 +53,29 @@ def token_url(tenant: str) -> str:
 
 def post_token(client: httpx.Client, tenant: str, form: dict[str, str], **kw: Any) -> httpx.Response:
     return client.post(token_url(tenant), data=form, **kw)
+
+
+def token_form(client_id: str = APP_CLIENT, secret: str | None = "app-secret-value", **extra: str) -> dict[str, str]:
+    """A client-credentials form, with overrides."""
+    form = {"grant_type": "client_credentials", "client_id": client_id, "scope": SCOPE}
+    if secret is not None:
+        form["client_secret"] = secret
+    form.update(extra)
+    return form
+
+
+def refresh_form(
+    refresh_token: str, client_id: str = USER_CLIENT, secret: str | None = "user-secret-value", **extra: str
+) -> dict[str, str]:
+    """A refresh-token form."""
+    return token_form(client_id, secret, grant_type="refresh_token", refresh_token=refresh_token, **extra)
+
+
+def refresh(client: httpx.Client, refresh_token: str, tenant: str = "user.example.com", **kw: Any) -> dict[str, Any]:
+    """Redeem a refresh token; the answer must be a 200."""
+    response = post_token(client, tenant, refresh_form(refresh_token, **kw))
+    assert response.status_code == 200, response.text
+    return dict(response.json())
 
 
 def claims_of(token: str) -> dict[str, Any]:
