@@ -151,7 +151,11 @@ class Session:
 
 
 class _NoCookies(http.cookiejar.CookieJar):
-    """A jar that keeps nothing (Entra's answers set cookies; httpx has no switch to ignore them)."""
+    """A jar that keeps nothing; httpx has no switch to ignore cookies.
+
+    Entra's answers set some: `fpc` is "used for tracking requests and throttling"
+    (learn.microsoft.com/entra/identity/authentication/concept-authentication-web-browser-cookies).
+    """
 
     def extract_cookies(self, response: object, request: object) -> None:
         return
