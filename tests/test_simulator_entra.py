@@ -110,6 +110,7 @@ def test_client_credentials_answer_is_shaped_like_entra(client: httpx.Client) ->
     response = post_token(client, "app.example.com", token_form())
     assert response.status_code == 200
     assert response.headers["cache-control"].startswith("no-store")
+    assert [c.split("=", 1)[0] for c in response.headers.get_list("set-cookie")] == ["fpc", "x-ms-gateway-slice"]
     body = response.json()
     assert body.keys() == {"token_type", "expires_in", "ext_expires_in", "access_token"}
     assert (body["token_type"], body["expires_in"], body["ext_expires_in"]) == ("Bearer", 120, 120)

@@ -27,6 +27,15 @@ _OIDC_SCOPES: Final = frozenset({"openid", "profile", "offline_access", "email"}
 _FORM: Final = "application/x-www-form-urlencoded"
 # The scenario's own refresh token counts as issued at the dawn of time: any revocation covers it.
 _SCENARIO_TOKEN_NS: Final = 1
+# Entra's token answers also set browser cookies, which a client must not carry from one tenant to the next: `fpc`
+# is "used for tracking requests and throttling" (learn.microsoft.com/entra/identity/authentication/
+# concept-authentication-web-browser-cookies).
+_TOKEN_HEADERS: Final = (
+    ("Cache-Control", "no-store, no-cache"),
+    ("Pragma", "no-cache"),
+    ("Set-Cookie", "fpc=AkSimulated; path=/; secure; HttpOnly; SameSite=None"),
+    ("Set-Cookie", "x-ms-gateway-slice=estsfd; path=/; secure; samesite=none; httponly"),
+)
 # `appidacr`: how the client authenticated (access token claims reference).
 _PUBLIC, _SECRET, _ASSERTION = "0", "1", "2"
 
@@ -289,4 +298,4 @@ def _grant(world: World, tenant: TenantState, client_auth: str, amr: tuple[str, 
     if amr is not None:
         document["refresh_token"] = world.signer.refresh_token(claims)
     body = json.dumps(document, separators=(",", ":")).encode()
-    return Response(200, body, JSON, (("Cache-Control", "no-store, no-cache"), ("Pragma", "no-cache")))
+    return Response(200, body, JSON, _TOKEN_HEADERS)
