@@ -6,6 +6,7 @@ The token endpoint has its own module (test_simulator_entra.py), scenario files 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -347,6 +348,26 @@ def test_reset_fault_sends_a_tcp_reset(sim: Simulator, client: httpx.Client) -> 
             raw.recv(100)
     with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
         get(client, "summary", token)
+
+
+def test_request_log_keeps_the_status_a_number_and_names_a_failure_apart(
+    sim: Simulator, client: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="exporter.simulator.handler")
+    token = app_token(client)
+    assert get(client, "summary", token).status_code == 200
+    set_faults(sim, "app.example.com", Fault(kind="reset"))
+    with pytest.raises((httpx.ReadError, httpx.RemoteProtocolError)):
+        get(client, "summary", token)
+
+    def logged() -> list[dict[str, object]]:
+        records = [r for r in caplog.records if r.getMessage() == "request" and r.__dict__["path"].endswith("summary")]
+        return [{k: r.__dict__[k] for k in ("status", "failure") if k in r.__dict__} for r in records]
+
+    deadline = time.monotonic() + 5
+    while len(logged()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert logged() == [{"status": 200}, {"failure": "reset"}]
 
 
 @pytest.mark.parametrize(

@@ -96,7 +96,8 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         """Route one request and log it."""
         started = time.monotonic()
-        self._status: int | str = "-"
+        self._status: int | None = None  # the HTTP status sent, as the exporter logs it
+        self._failure: str | None = None  # no status sent: client-gone, timeout, reset
         self._tenant = "-"
         self._fault = "-"
         body = self._read_body()
@@ -116,14 +117,14 @@ class Handler(BaseHTTPRequestHandler):
                 self._send(partner_error(404, NOT_FOUND, "Not found: the requested resource does not exist."))
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-            self._status = "client-gone"
+            self._failure = "client-gone"
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "request",
                 extra={
                     "method": self.command,
                     "path": path,
-                    "status": self._status,
+                    **({"status": self._status} if self._failure is None else {"failure": self._failure}),
                     "tenant": self._tenant,
                     "fault": self._fault,
                     "duration_ms": round((time.monotonic() - started) * 1000, 1),
@@ -270,7 +271,7 @@ class Handler(BaseHTTPRequestHandler):
             # Hang without answering; a stopping simulator does not wait for the hang to end.
             self.server.stopping.wait(DEFAULT_TIMEOUT if fault.seconds is None else fault.seconds)
             self.close_connection = True
-            self._status = "timeout"
+            self._failure = "timeout"
         elif fault.kind == "reset":
             self._reset()
         elif fault.kind == "truncated":
@@ -341,7 +342,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _reset(self) -> None:
         """Close the connection with a TCP RST instead of an answer."""
-        self._status = "reset"
+        self._failure = "reset"
         self.close_connection = True
         # SO_LINGER with a zero timeout turns close() into an abortive close (RST).
         self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
