@@ -98,8 +98,8 @@ def _string(value: object) -> str:
     return value
 
 
-def _numbers(value: dict[str, object], *names: str) -> dict[str, float | None]:
-    return {name: None if (number := value.get(name)) is None else _number(number) for name in names}
+def _optional_number(value: object) -> float | None:
+    return None if value is None else _number(value)
 
 
 def _summary(value: object) -> InvoiceSummary:
@@ -112,15 +112,12 @@ def _summary(value: object) -> InvoiceSummary:
     return InvoiceSummary(
         currency=_string(value.get("currency")),
         symbol=_string(symbol) if symbol is not None else None,
-        **_numbers(
-            value,
-            "balance",
-            "last_payment_amount",
-            "last_payment_time",
-            "latest_invoice_time",
-            "first_invoice_time",
-            "accounting_time",
-        ),
+        balance=_optional_number(value.get("balance")),
+        last_payment_amount=_optional_number(value.get("last_payment_amount")),
+        last_payment_time=_optional_number(value.get("last_payment_time")),
+        latest_invoice_time=_optional_number(value.get("latest_invoice_time")),
+        first_invoice_time=_optional_number(value.get("first_invoice_time")),
+        accounting_time=_optional_number(value.get("accounting_time")),
         details=tuple(_detail(d) for d in details),
     )
 
@@ -130,5 +127,8 @@ def _detail(value: object) -> InvoiceTypeSummary:
         raise ValueError("bad detail")
     return InvoiceTypeSummary(
         invoice_type=_string(value.get("invoice_type")),
-        **_numbers(value, "balance", "last_payment_amount", "latest_invoice_time", "last_payment_time"),
+        balance=_optional_number(value.get("balance")),
+        last_payment_amount=_optional_number(value.get("last_payment_amount")),
+        latest_invoice_time=_optional_number(value.get("latest_invoice_time")),
+        last_payment_time=_optional_number(value.get("last_payment_time")),
     )
