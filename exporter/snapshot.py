@@ -78,7 +78,7 @@ class SnapshotStore:
 
     def __init__(self, config: Config, now: float) -> None:
         tenants = {t.name: TenantState.fresh(t.name, ("token", t.endpoint)) for t in config.tenants}
-        self._current = Snapshot(0, config, MappingProxyType(tenants), True, now)
+        self._current = Snapshot(0, config, MappingProxyType(tenants), reload_success_time=now)
         self._lock = threading.Lock()
         self._listeners: list[Callable[[], None]] = []
 
@@ -126,7 +126,15 @@ class SnapshotStore:
                         refresh_token_write_errors=state.refresh_token_write_errors,
                     )
                 tenants[t.name] = state
-            self._publish(Snapshot(snap.generation, config, MappingProxyType(tenants), True, now))
+            self._publish(
+                replace(
+                    snap,
+                    config=config,
+                    tenants=MappingProxyType(tenants),
+                    reload_successful=True,
+                    reload_success_time=now,
+                )
+            )
 
     def reload_failed(self) -> None:
         """Record that the last reload was rejected (the old config keeps running)."""
