@@ -272,11 +272,14 @@ class _Parser:
             certificate = credentials.load_certificate(read.small_file(file, shown, where), file, shown, where)
             return certificate, (key, str(file))
         text = read.small_text_file(file, shown, where)
-        # An assertion file rotates and is read at every token request; reading it now proves it readable.
-        content = text.strip() if key == "client_assertion_file" else text.rstrip("\r\n")
-        if not content:
+        if key == "client_assertion_file":
+            # It rotates and is read at every token request; reading it now proves it readable.
+            if not text.strip():
+                raise ConfigError(where, f"{shown} is empty")
+            return AssertionFile(file), (key, str(file))
+        if not (secret := text.rstrip("\r\n")):
             raise ConfigError(where, f"{shown} is empty")
-        return AssertionFile(file) if key == "client_assertion_file" else Secret(content), (key, str(file))
+        return Secret(secret), (key, str(file))
 
     def _refresh_token(self, entry: Mapping_, path: str) -> tuple[Path | None, Secret | None]:
         """App+User: the refresh token file (its directory must be writable for the rotated token) and its token."""

@@ -77,11 +77,10 @@ class TLSServerConfig:
 
 @dataclass(frozen=True)
 class WebConfig:
-    """A parsed web configuration (the default: plain HTTP, no basic auth); `basic_auth_users` maps user names to
-    bcrypt hashes."""
+    """A parsed web configuration; the defaults are plain HTTP without basic auth."""
 
     tls: TLSServerConfig | None = None
-    # repr=False: the hashes must never reach a log line or an error message.
+    # User name -> bcrypt hash. repr=False: the hashes must never reach a log line or an error message.
     basic_auth_users: Mapping[str, bytes] = field(default_factory=lambda: MappingProxyType({}), repr=False)
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     auth_excluded_paths: tuple[str, ...] = ()  # exact request paths served without basic auth
