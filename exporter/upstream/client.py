@@ -54,7 +54,10 @@ class PartnerCenterClient:
                 limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
                 timeout=config.timeout,
                 headers=_HEADERS,
-                cookies=_NoCookies(),
+                # Entra's answers set cookies (`fpc`, "used for tracking requests and throttling": learn.microsoft.com/
+                # entra/identity/authentication/concept-authentication-web-browser-cookies); a jar for no domain
+                # keeps none, so no tenant's request carries another's.
+                cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
             )
             for _ in range(slots or config.concurrency)
         ]
@@ -148,17 +151,6 @@ class Session:
         except httpx.HTTPError as exc:  # connection refused or reset, TLS, protocol errors: a failed exchange
             raise failed("connection", one_line(f"{type(exc).__name__}: {exc}", 200)) from None
         return response.status_code, body, response.headers
-
-
-class _NoCookies(http.cookiejar.CookieJar):
-    """A jar that keeps nothing; httpx has no switch to ignore cookies.
-
-    Entra's answers set some: `fpc` is "used for tracking requests and throttling"
-    (learn.microsoft.com/entra/identity/authentication/concept-authentication-web-browser-cookies).
-    """
-
-    def extract_cookies(self, response: object, request: object) -> None:
-        return
 
 
 class _BodyTooLargeError(Exception):
