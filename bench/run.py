@@ -12,7 +12,8 @@ and, for a while, node_exporter. Then:
 1. Start-up and cold cycle: the exporter starts with interval 1 h and polls every tenant once (a token and an
    invoice request each). The cycle is timed from the exporter's own samples (first poll start =
    min(last_success - poll_duration), end = max(last_success)) against the bound N x latency / concurrency. Its
-   CPU is the process's own (/proc), from spawn to the end of that cycle.
+   CPU is the process's own (/proc), from spawn to the end of that cycle. Then the floor (bench/floor.py): httpx
+   alone sending the same requests with the same concurrency, in a process of its own, timed the same way.
 2. Idle: /metrics plain and gzip, up to --scrapes sequential scrapes (or --budget seconds) over one keep-alive
    connection, timed to the last byte. Then the exporter's RSS.
 3. node_exporter's textfile collector serving the same exposition from a file; the same scrapes.
@@ -370,6 +371,14 @@ def bench_one(n: int, args: argparse.Namespace) -> Result:
         }
         result["samples"] = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
         result["body_kib"] = len(body) / 1024
+        # The floor: httpx alone sending the same requests, while the exporter idles (interval 1 h).
+        floor = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "floor.py"), f"--config={config}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result["cold"]["floor"] = json.loads(floor.stdout)
         print(f"    cold {result['cold']}", file=sys.stderr, flush=True)
 
         # 2. Idle: nothing changes (interval 1 h).
@@ -524,6 +533,9 @@ def targets(run: Result) -> list[tuple[str, str, str, bool | None]]:
     measured = f"{c['ratio_to_bound']:.2f}x ({c['cycle_s']:.2f} s vs {at['bound_s']:.2f} s)"
     figure = "cold cycle vs the bound N x latency / concurrency"
     out.append((figure, f"<= {COLD_TO_BOUND}x", measured, c["ratio_to_bound"] <= COLD_TO_BOUND))
+    floor = c["floor"]["cycle_s"]
+    measured = f"{floor / at['bound_s']:.2f}x ({floor:.2f} s); the exporter's cycle is {c['cycle_s'] / floor:.2f}x it"
+    out.append(("the floor: httpx alone sending the cold cycle's requests, vs the bound", "-", measured, None))
     measured = f"{c['cpu_ms_per_tenant']:.2f} ms ({c['cpu_s']:.2f} s in all)"
     figure = "CPU per tenant, start-up plus the cold cycle"
     out.append((figure, f"<= {CPU_MS_PER_TENANT:g} ms", measured, c["cpu_ms_per_tenant"] <= CPU_MS_PER_TENANT))
@@ -583,7 +595,7 @@ def report(run: Result) -> str:
         " during the cold cycle and the busy polling)",
         "",
         "| tenants | samples | /metrics plain, exporter / node_exporter | gzip | RSS MiB idle / peak (node_exporter) "
-        "| slowest scrape while polling, ms | cold cycle s / bound s | CPU s, start-up + cold cycle "
+        "| slowest scrape while polling, ms | cold cycle s / floor s / bound s | CPU s, start-up + cold cycle "
         "| CPU ms per poll, busy | invoice req. per tenant per interval | token req. per tenant per lifetime |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -595,7 +607,8 @@ def report(run: Result) -> str:
             f"| {r['tenants']} | {r['samples']} "
             f"| {e['plain']['p50_ms']:.2f} / {ne['plain']['p50_ms']:.1f} | {e['gzip']['p50_ms']:.2f} / "
             f"{ne['gzip']['p50_ms']:.1f} | {e['rss_mib']:.1f} / {e['rss_peak_mib']:.1f} ({ne['rss_mib']:.0f}) "
-            f"| {_f(max(slowest) if slowest else None, 1)} | {c['cycle_s']:.2f} / {r['bound_s']:.2f} "
+            f"| {_f(max(slowest) if slowest else None, 1)} | {c['cycle_s']:.2f} / {c['floor']['cycle_s']:.2f} / "
+            f"{r['bound_s']:.2f} "
             f"| {c['cpu_s']:.2f} | {_f(b['cpu_ms_per_poll'])} | {'-' if inv is None else f'{inv[0]:.3f}'} "
             f"| {'-' if tok is None else f'{tok[0]:.3f}'} |"
         )
