@@ -140,75 +140,92 @@ class TenantCollector(Collector):
             (tenant, [(s, sorted(s.details, key=lambda d: d.invoice_type)) for s in _by_currency(state)])
             for tenant, state in tenants
         ]
-        for name, text, field in _SUMMARY_GAUGES:
-            family = GaugeMetricFamily(name, text + _FROM_POLL, labels=_CUR)
-            for tenant, summaries in billed:
-                for summary, _ in summaries:
-                    if (value := field(summary)) is not None:
-                        family.add_metric([tenant.name, summary.currency], value)
-            yield family
-        for name, text, detail_field in _TYPE_GAUGES:
-            family = GaugeMetricFamily(name, text + _FROM_POLL, labels=_TYPE)
-            for tenant, summaries in billed:
-                for summary, details in summaries:
-                    for detail in details:
-                        if (value := detail_field(detail)) is not None:
-                            family.add_metric([tenant.name, summary.currency, detail.invoice_type], value)
-            yield family
-        info = GaugeMetricFamily(
-            "partnercenter_currency_info",
-            "Currency symbol (currencySymbol) per currency; always 1." + _FROM_POLL,
-            labels=["tenant", "currency", "symbol"],
-        )
+        yield from _summary_families(billed)
+        yield _thresholds(billed)
+        yield from _tenant_families(tenants)
+
+
+_Billed = list[tuple[TenantConfig, list[tuple[InvoiceSummary, list[InvoiceTypeSummary]]]]]
+
+
+def _summary_families(billed: _Billed) -> Iterator[Metric]:
+    """The business families: one sample per currency (and invoice type) of each tenant's last poll."""
+    for name, text, field in _SUMMARY_GAUGES:
+        family = GaugeMetricFamily(name, text + _FROM_POLL, labels=_CUR)
         for tenant, summaries in billed:
             for summary, _ in summaries:
-                if summary.symbol:
-                    info.add_metric([tenant.name, summary.currency, summary.symbol], 1)
-        yield info
-        thresholds = GaugeMetricFamily(
-            "partnercenter_balance_threshold",
-            "Balance alert threshold from the exporter config, per currency and severity.",
-            labels=["tenant", "currency", "severity"],
-        )
+                if (value := field(summary)) is not None:
+                    family.add_metric([tenant.name, summary.currency], value)
+        yield family
+    for name, text, detail_field in _TYPE_GAUGES:
+        family = GaugeMetricFamily(name, text + _FROM_POLL, labels=_TYPE)
         for tenant, summaries in billed:
-            # Thresholds only for currencies the tenant bills in: a threshold without a balance is noise.
-            for currency in sorted({s.currency for s, _ in summaries} & tenant.thresholds.keys()):
-                limits = tenant.thresholds[currency]
-                for severity, limit in (("warning", limits.warning), ("critical", limits.critical)):
-                    if limit is not None:
-                        thresholds.add_metric([tenant.name, currency, severity], limit)
-        yield thresholds
-        for name, text, tenant_field in _TENANT_GAUGES:
-            family = GaugeMetricFamily(name, text, labels=["tenant"])
-            for tenant, state in tenants:
-                if (value := tenant_field(tenant, state)) is not None:
-                    family.add_metric([tenant.name], value)
-            yield family
-        requests = CounterMetricFamily(
-            "partnercenter_api_requests", "Requests sent to Partner Center and Entra ID.", labels=["tenant", "endpoint"]
-        )
+            for summary, details in summaries:
+                for detail in details:
+                    if (value := detail_field(detail)) is not None:
+                        family.add_metric([tenant.name, summary.currency, detail.invoice_type], value)
+        yield family
+    info = GaugeMetricFamily(
+        "partnercenter_currency_info",
+        "Currency symbol (currencySymbol) per currency; always 1." + _FROM_POLL,
+        labels=["tenant", "currency", "symbol"],
+    )
+    for tenant, summaries in billed:
+        for summary, _ in summaries:
+            if summary.symbol:
+                info.add_metric([tenant.name, summary.currency, summary.symbol], 1)
+    yield info
+
+
+def _thresholds(billed: _Billed) -> Metric:
+    """The configured thresholds, only for currencies the tenant bills in: a threshold without a balance is noise."""
+    thresholds = GaugeMetricFamily(
+        "partnercenter_balance_threshold",
+        "Balance alert threshold from the exporter config, per currency and severity.",
+        labels=["tenant", "currency", "severity"],
+    )
+    for tenant, summaries in billed:
+        for currency in sorted({s.currency for s, _ in summaries} & tenant.thresholds.keys()):
+            limits = tenant.thresholds[currency]
+            for severity, limit in (("warning", limits.warning), ("critical", limits.critical)):
+                if limit is not None:
+                    thresholds.add_metric([tenant.name, currency, severity], limit)
+    return thresholds
+
+
+def _tenant_families(tenants: list[tuple[TenantConfig, TenantState]]) -> Iterator[Metric]:
+    """The families of each tenant's polls, tokens and credential: gauges, then request and write counters."""
+    for name, text, tenant_field in _TENANT_GAUGES:
+        family = GaugeMetricFamily(name, text, labels=["tenant"])
         for tenant, state in tenants:
-            for endpoint in sorted(state.requests):
-                requests.add_metric([tenant.name, endpoint], state.requests[endpoint])
-        yield requests
-        errors = CounterMetricFamily(
-            "partnercenter_api_request_errors",
-            "Failed requests by HTTP status code, or timeout, connection, invalid_response.",
-            labels=["tenant", "endpoint", "status_code"],
-        )
-        for tenant, state in tenants:
-            for endpoint, status in sorted(state.errors):
-                errors.add_metric([tenant.name, endpoint, status], state.errors[(endpoint, status)])
-        yield errors
-        write_errors = CounterMetricFamily(
-            "partnercenter_refresh_token_write_errors",
-            "Rotated refresh tokens that could not be written back to refresh_token_file.",
-            labels=["tenant"],
-        )
-        for tenant, state in tenants:
-            if tenant.refresh_token_file is not None:
-                write_errors.add_metric([tenant.name], state.refresh_token_write_errors)
-        yield write_errors
+            if (value := tenant_field(tenant, state)) is not None:
+                family.add_metric([tenant.name], value)
+        yield family
+    requests = CounterMetricFamily(
+        "partnercenter_api_requests", "Requests sent to Partner Center and Entra ID.", labels=["tenant", "endpoint"]
+    )
+    for tenant, state in tenants:
+        for endpoint in sorted(state.requests):
+            requests.add_metric([tenant.name, endpoint], state.requests[endpoint])
+    yield requests
+    errors = CounterMetricFamily(
+        "partnercenter_api_request_errors",
+        "Failed requests by HTTP status code, or timeout, connection, invalid_response.",
+        labels=["tenant", "endpoint", "status_code"],
+    )
+    for tenant, state in tenants:
+        for endpoint, status in sorted(state.errors):
+            errors.add_metric([tenant.name, endpoint, status], state.errors[(endpoint, status)])
+    yield errors
+    write_errors = CounterMetricFamily(
+        "partnercenter_refresh_token_write_errors",
+        "Rotated refresh tokens that could not be written back to refresh_token_file.",
+        labels=["tenant"],
+    )
+    for tenant, state in tenants:
+        if tenant.refresh_token_file is not None:
+            write_errors.add_metric([tenant.name], state.refresh_token_write_errors)
+    yield write_errors
 
 
 def _by_currency(state: TenantState) -> list[InvoiceSummary]:
