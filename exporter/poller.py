@@ -265,8 +265,8 @@ class Poller:
         client = self._clients
         form = token_form(tc, self._config.scope, client.token_url(tc.tenant_id), t.tokens.refresh_token)
         grant = await self._counted(sent, "token", session.request_token(tc.tenant_id, form))
-        # Writes a rotated refresh token (one fsync) on the event loop: in threads, the GIL hand-offs of 1000 such
-        # writes at a cold start cost more CPU and time than the writes themselves. A slow disk holds polling up.
+        # Writes a rotated refresh token (one fsync) on the event loop: awaited in threads, 1000 such writes at a cold
+        # start made the cycle longer (bench/RESULTS.md). A slow disk holds polling up.
         t.tokens.store(grant, self._clock())
         return grant.access_token
 
