@@ -364,9 +364,7 @@ def test_request_log_keeps_the_status_a_number_and_names_a_failure_apart(
         records = [r for r in caplog.records if r.getMessage() == "request" and r.__dict__["path"].endswith("summary")]
         return [{k: r.__dict__[k] for k in ("status", "failure") if k in r.__dict__} for r in records]
 
-    deadline = time.monotonic() + 5
-    while len(logged()) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(logged()) >= 2, timeout=5, what="both requests logged")
     assert logged() == [{"status": 200}, {"failure": "reset"}]
 
 
