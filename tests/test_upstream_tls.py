@@ -6,8 +6,7 @@ A real HTTPS upstream on 127.0.0.1, its certificate issued by a CA of the test's
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
+import contextlib
 import json
 import shutil
 import ssl
@@ -19,40 +18,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+import trustme
 
 from exporter.poller import Poller, RetryPolicy
 from exporter.snapshot import SnapshotStore
 from tests.fakes import SUMMARY_BODY, make_config, tenant_yaml
-
-
-def _certificate(
-    subject: str,
-    key: ec.EllipticCurvePrivateKey,
-    issuer: x509.Certificate | None = None,
-    issuer_key: ec.EllipticCurvePrivateKey | None = None,
-) -> x509.Certificate:
-    """A CA certificate (no issuer), or a server certificate for 127.0.0.1 that the issuer signs."""
-    now = dt.datetime.now(dt.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer.subject if issuer else name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if issuer is not None:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-        )
-    return builder.sign(issuer_key or key, hashes.SHA256())
 
 
 class _Upstream(BaseHTTPRequestHandler):
@@ -77,17 +47,10 @@ class _Upstream(BaseHTTPRequestHandler):
 @pytest.fixture
 def https_upstream(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """(base URL of an HTTPS upstream, PEM file of the CA that issued its certificate)."""
-    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca = _certificate("test upstream CA", ca_key)
-    server = _certificate("127.0.0.1", server_key, ca, ca_key)
-    pem = serialization.Encoding.PEM
-    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(pem))
-    (tmp_path / "server.pem").write_bytes(
-        server.public_bytes(pem)
-        + server_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "server.pem")
+    ca.issue_cert("127.0.0.1").configure_cert(context)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
     httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -104,11 +67,8 @@ def _poll_once(tmp_path: Path, url: str) -> SnapshotStore:
     store = SnapshotStore(config, time.time())
 
     async def go() -> None:
-        poller = Poller(config, store, retry=RetryPolicy(attempts=1))
-        try:
+        async with contextlib.aclosing(Poller(config, store, retry=RetryPolicy(attempts=1))) as poller:
             await poller.poll_all()
-        finally:
-            await poller.aclose()
 
     asyncio.run(go())
     return store
