@@ -2,19 +2,21 @@
 
     python bench/floor.py --config=bench/out/n1000/config.yml   # prints {"cycle_s": ..., "cpu_s": ...}
 
-Run by bench/run.py in a process of its own, after the exporter's cold cycle, against the same simulator. Reads
-the exporter's config (tenants, URLs, concurrency) and, like the exporter, sends per tenant a refresh-token grant
-and then the invoice request with the token it got, `concurrency` tenants at a time, one `httpx.AsyncClient` per
-concurrency slot. It parses both answers as JSON and keeps nothing: no token files, no model, no metrics. The
-simulator takes the refresh tokens in the files still (Entra keeps a rotated token's predecessor valid), so the
-exporter's rotations do not matter. Its cycle against the bound is what the exporter's cycle can be, at best,
-on the same machine with the same HTTP client.
+Run by bench/run.py in a process of its own, after the exporter's cold cycle, against the same simulator. Reads the
+exporter's config (tenants, URLs, concurrency) and, like the exporter, sends per tenant a refresh-token grant and
+then the invoice request with the token it got, `concurrency` tenants at a time, one `httpx.AsyncClient` per
+concurrency slot, set up as the exporter sets up its own (exporter/upstream/client.py: two connections, a cookie jar
+that keeps nothing; a jar that kept the simulator's cookies cost about a tenth more CPU). It parses both answers as
+JSON and keeps nothing: no token files, no model, no metrics. The simulator takes the refresh tokens in the files
+still (Entra keeps a rotated token's predecessor valid), so the exporter's rotations do not matter. Its cycle
+against the bound is what the exporter's cycle can be, at best, on the same machine with the same HTTP client.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import http.cookiejar
 import json
 import sys
 import time
@@ -43,7 +45,15 @@ async def cold_cycle(config: dict[str, Any]) -> tuple[float, float]:
     for tenant in config["tenants"]:
         queue.put_nowait(tenant)
     verify = httpx.create_ssl_context()
-    clients = [httpx.AsyncClient(verify=verify, timeout=30) for _ in range(config["concurrency"])]
+    clients = [
+        httpx.AsyncClient(
+            verify=verify,
+            timeout=30,
+            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+            cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
+        )
+        for _ in range(config["concurrency"])
+    ]
 
     async def slot(client: httpx.AsyncClient) -> None:
         while not queue.empty():
