@@ -17,12 +17,8 @@ import pytest
 import trustme
 from cryptography.hazmat.primitives import serialization
 
-from exporter.config.web import (
-    TLSServerConfig,
-    WebConfigError,
-    build_ssl_context,
-    load_web_config,
-)
+from exporter.config import ConfigError
+from exporter.config.web import TLSServerConfig, build_ssl_context, load_web_config
 from exporter.server.basicauth import BasicAuthChecker
 from tests.support import free_port
 
@@ -299,13 +295,13 @@ INVALID: list[tuple[str, str]] = [
 
 @pytest.mark.parametrize(("text", "message"), INVALID)
 def test_invalid_config_errors_name_the_key(certs: Path, text: str, message: str) -> None:
-    with pytest.raises(WebConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         load_web_config(write_config(certs, text))
     assert str(info.value) == message
 
 
 def test_bad_hash_never_echoed(tmp_path: Path) -> None:
-    with pytest.raises(WebConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         load_web_config(write_config(tmp_path, "basic_auth_users:\n  alice: hunter2-not-hashed\n"))
     assert info.value.path == "basic_auth_users.alice"
     assert "hunter2" not in str(info.value)
@@ -352,14 +348,14 @@ def file_error_cases(d: Path) -> list[tuple[str, str]]:
 
 def test_file_errors_name_key_and_path(certs: Path) -> None:
     for text, message in file_error_cases(certs):
-        with pytest.raises(WebConfigError) as info:
+        with pytest.raises(ConfigError) as info:
             load_web_config(write_config(certs, text))
         assert str(info.value) == message
 
 
 def test_unreadable_web_config_file(tmp_path: Path) -> None:
     missing = tmp_path / "web.yml"
-    with pytest.raises(WebConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         load_web_config(missing)
     assert str(info.value) == f"cannot read {missing}: No such file or directory"
     assert info.value.path == ""
@@ -373,7 +369,7 @@ def test_encrypted_key_fails_instead_of_prompting(certs: Path) -> None:
         serialization.BestAvailableEncryption(b"passphrase"),
     )
     (certs / "encrypted.key").write_bytes(encrypted)
-    with pytest.raises(WebConfigError) as info:
+    with pytest.raises(ConfigError) as info:
         load_web_config(write_config(certs, "tls_server_config: {cert_file: server.crt, key_file: encrypted.key}\n"))
     assert info.value.path == "tls_server_config.key_file"
 

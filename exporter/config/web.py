@@ -19,8 +19,6 @@ from exporter.config.yamlfile import ConfigError, load_yaml, read_text
 
 log = logging.getLogger(__name__)
 
-WebConfigError = ConfigError  # the web config's errors are config errors: a key path and a message
-
 # client_auth_type -> what Python's ssl does. It cannot request a client certificate without verifying it:
 # RequestClientCert gates nothing in Go either, so not asking is equivalent, and RequireAnyClientCert (and Go's
 # legacy alias RequireClientCert) is made stricter, verified against client_ca_file, which parsing then requires.
