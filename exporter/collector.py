@@ -239,7 +239,12 @@ class ExporterCollector(Collector):
         self._snapshot = snapshot
         self._build = [__version__, revision(), platform.python_version()]
 
+    def describe(self) -> Iterator[Metric]:
+        """The families this collector yields: those of the current snapshot, a few samples read from memory."""
+        return self.collect()
+
     def collect(self) -> Iterator[Metric]:
+        """The families of the current snapshot."""
         snap = self._snapshot()
         yield GaugeMetricFamily(
             "partnercenter_config_last_reload_successful",

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from exporter import __version__
 from exporter.app import business_registry
@@ -172,6 +172,22 @@ def test_payment_terms_and_token_families(tmp_path: Path) -> None:
 def test_payment_terms_absent_without_config(tmp_path: Path) -> None:
     registry = business_registry(SnapshotStore(make_config(tmp_path, tenant_yaml("none")), NOW))
     assert _registry_value(registry, "partnercenter_payment_terms_seconds", {"tenant": "none"}) is None
+
+
+@pytest.mark.parametrize(
+    ("collector", "name"),
+    [(TenantCollector, "partnercenter_up"), (ExporterCollector, "partnercenter_exporter_build_info")],
+)
+def test_collectors_describe_their_families_to_the_registry(
+    tmp_path: Path, collector: type[TenantCollector | ExporterCollector], name: str
+) -> None:
+    """The registry learns a collector's names from describe(), so a second family of the same name is refused."""
+    store = SnapshotStore(make_config(tmp_path, tenant_yaml("a")), NOW)
+    registry = CollectorRegistry()
+    registry.register(collector(lambda: store.current))
+    clash = Gauge(name, "another family of the same name", registry=None)
+    with pytest.raises(ValueError, match=f"Duplicated timeseries.*{name}"):
+        registry.register(clash)
 
 
 def test_exporter_families_carry_the_build_and_the_reload_state(tmp_path: Path) -> None:
