@@ -5,7 +5,7 @@
 Run by bench/run.py in a process of its own, after the exporter's cold cycle, against the same simulator. Reads the
 exporter's config (tenants, URLs, concurrency) and, like the exporter, sends per tenant a refresh-token grant and
 then the invoice request with the token it got, `concurrency` tenants at a time, one `httpx.AsyncClient` per
-concurrency slot, set up as the exporter sets up its own (exporter/upstream/client.py: two connections, a cookie jar
+concurrency slot, the exporter's own (`slot_client` of exporter/upstream/client.py: two connections, a cookie jar
 that keeps nothing; a jar that kept the simulator's cookies cost about a tenth more CPU). It parses both answers as
 JSON and keeps nothing: no token files, no model, no metrics. The simulator takes the refresh tokens in the files
 still (Entra keeps a rotated token's predecessor valid), so the exporter's rotations do not matter. Its cycle
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import http.cookiejar
 import json
 import sys
 import time
@@ -25,6 +24,10 @@ from typing import Any
 
 import httpx
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from exporter.upstream.client import slot_client
 
 SCOPE = "https://api.partnercenter.microsoft.com/.default"
 
@@ -45,15 +48,7 @@ async def cold_cycle(config: dict[str, Any]) -> tuple[float, float]:
     for tenant in config["tenants"]:
         queue.put_nowait(tenant)
     verify = httpx.create_ssl_context()
-    clients = [
-        httpx.AsyncClient(
-            verify=verify,
-            timeout=30,
-            limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
-            cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
-        )
-        for _ in range(config["concurrency"])
-    ]
+    clients = [slot_client(30.0, verify) for _ in range(config["concurrency"])]
 
     async def slot(client: httpx.AsyncClient) -> None:
         while not queue.empty():

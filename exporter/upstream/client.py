@@ -13,6 +13,7 @@ import contextlib
 import http.cookiejar
 import json
 import re
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Literal
@@ -48,17 +49,7 @@ class PartnerCenterClient:
         # (certifi, unless SSL_CERT_FILE or SSL_CERT_DIR name others).
         verify = httpx.create_ssl_context()
         self._clients = [
-            httpx.AsyncClient(
-                verify=verify,
-                transport=transport() if transport is not None else None,
-                limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
-                timeout=config.timeout,
-                headers=_HEADERS,
-                # Entra's answers set cookies (`fpc`, "used for tracking requests and throttling": learn.microsoft.com/
-                # entra/identity/authentication/concept-authentication-web-browser-cookies); a jar for no domain
-                # keeps none, so no tenant's request carries another's.
-                cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
-            )
+            slot_client(config.timeout, verify, transport() if transport is not None else None)
             for _ in range(slots or config.concurrency)
         ]
         self._free: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
@@ -84,6 +75,23 @@ class PartnerCenterClient:
     async def aclose(self) -> None:
         """Close every client's connections."""
         await asyncio.gather(*(c.aclose() for c in self._clients), return_exceptions=True)
+
+
+def slot_client(
+    timeout: float, verify: ssl.SSLContext, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """One concurrency slot's client (bench/floor.py measures httpx through the same): two connections, no cookies."""
+    return httpx.AsyncClient(
+        verify=verify,
+        transport=transport,
+        limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+        timeout=timeout,
+        headers=_HEADERS,
+        # Entra's answers set cookies (`fpc`, "used for tracking requests and throttling": learn.microsoft.com/
+        # entra/identity/authentication/concept-authentication-web-browser-cookies); a jar for no domain keeps
+        # none, so no tenant's request carries another's.
+        cookies=http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[])),
+    )
 
 
 class Session:
