@@ -58,7 +58,7 @@ async def cold_cycle(config: dict[str, Any]) -> tuple[float, float]:
                 "client_id": tenant["client_id"],
                 "client_secret": tenant["client_secret"],
                 "refresh_token": Path(tenant["refresh_token_file"]).read_text().strip(),
-                "scope": SCOPE,
+                "scope": f"{SCOPE} offline_access",
             }
             answer = await client.post(f"{config['login_url']}/{tenant['tenant_id']}/oauth2/v2.0/token", data=form)
             token = answer.raise_for_status().json()["access_token"]

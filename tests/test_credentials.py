@@ -163,7 +163,12 @@ def test_refresh_grant_of_a_public_client_sends_no_credential(tmp_path: Path) ->
         environ={},
     )
     form = token_form(config.tenants[0], SCOPE, TOKEN_URL, Secret("refresh-2"))
-    assert form == {"client_id": CLIENT_ID, "scope": SCOPE, "grant_type": "refresh_token", "refresh_token": "refresh-2"}
+    assert form == {
+        "client_id": CLIENT_ID,
+        "scope": f"{SCOPE} offline_access",  # else Entra's answer has no rotated refresh token
+        "grant_type": "refresh_token",
+        "refresh_token": "refresh-2",
+    }
 
 
 def test_refresh_grant_of_a_confidential_client_authenticates_the_app(tmp_path: Path) -> None:

@@ -203,6 +203,21 @@ def test_scope_may_carry_openid_scopes_and_user_impersonation_on_the_refresh_gra
     assert body["scope"] == "https://api.partnercenter.microsoft.com/user_impersonation"
 
 
+@pytest.mark.parametrize(("scope", "rotated"), [(f"{SCOPE} offline_access", True), (SCOPE, False), (None, False)])
+def test_refresh_grant_rotates_the_refresh_token_only_when_asked_for_offline_access(
+    client: httpx.Client, scope: str | None, rotated: bool
+) -> None:
+    # The refresh grant's scope is optional; its answer's refresh_token is "only provided if offline_access scope
+    # was requested".
+    form = refresh_form("initial-refresh-token", scope=scope or "")
+    if scope is None:
+        del form["scope"]
+    response = post_token(client, "user.example.com", form)
+    assert response.status_code == 200, response.text
+    assert response.json()["access_token"]
+    assert ("refresh_token" in response.json()) is rotated
+
+
 @pytest.mark.parametrize(
     ("cloud", "good", "bad"),
     [("china", CHINA_SCOPE, SCOPE), ("usgov", SCOPE, CHINA_SCOPE), ("global", SCOPE, CHINA_SCOPE)],
@@ -216,7 +231,7 @@ def test_each_cloud_issues_tokens_for_its_own_partner_center_resource(cloud: str
         assert claims_of(token)["aud"] == good.removesuffix("/.default")
         assert api_get(c, "summary", token).status_code == 200
         assert_entra_error(post_token(c, "app.example.com", token_form(scope=bad)), 400, "invalid_resource", 500011)
-        answer = refresh(c, "initial-refresh-token", scope=good)
+        answer = refresh(c, "initial-refresh-token", scope=f"{good} offline_access")
         assert answer["scope"] == good.replace(".default", "user_impersonation")
 
 

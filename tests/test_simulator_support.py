@@ -67,7 +67,8 @@ def token_form(client_id: str = APP_CLIENT, secret: str | None = "app-secret-val
 def refresh_form(
     refresh_token: str, client_id: str = USER_CLIENT, secret: str | None = "user-secret-value", **extra: str
 ) -> dict[str, str]:
-    """A refresh-token form."""
+    """A refresh-token form asking for a rotated refresh token (`offline_access`), as the exporter's does."""
+    extra = {"scope": f"{SCOPE} offline_access", **extra}
     return token_form(client_id, secret, grant_type="refresh_token", refresh_token=refresh_token, **extra)
 
 

@@ -103,7 +103,8 @@ def token_answer(world: World, tenant: TenantState | None, tenant_id: str, reque
             "administrator of the tenant or consented to by any user in the tenant. You may have sent your "
             "authentication request to the wrong tenant.",
         )
-    refused = _scope(world, tenant, form.get("scope", ""), grant_type)
+    scope = form.get("scope", "")
+    refused = _scope(world, tenant, scope, grant_type)
     if refused is not None:
         return refused
     client_auth = _authenticate(world, tenant, form, grant_type, request.endpoint)
@@ -111,13 +112,16 @@ def token_answer(world: World, tenant: TenantState | None, tenant_id: str, reque
         return client_auth
     if grant_type == "client_credentials":
         return _grant(world, tenant, client_auth, None)
-    return _refresh(world, tenant, form, client_auth)
+    return _refresh(world, tenant, form, client_auth, offline="offline_access" in scope.split())
 
 
 def _scope(world: World, tenant: TenantState, scope: str, grant_type: str) -> Response | None:
-    """The cloud's Partner Center resource, `.default` (or `user_impersonation` for App+User), plus OIDC scopes."""
+    """The cloud's Partner Center resource, `.default` (or `user_impersonation` for App+User), plus OIDC scopes.
+
+    The refresh grant may leave the scope out ("optional"), and is then answered for the consent's own.
+    """
     if not scope:
-        return _missing("scope")
+        return None if grant_type == "refresh_token" else _missing("scope")
     resources = [s for s in scope.split() if s not in _OIDC_SCOPES]
     invalid = entra_error(
         400,
@@ -216,7 +220,7 @@ def _authenticate(
     return _SECRET
 
 
-def _refresh(world: World, tenant: TenantState, form: dict[str, str], client_auth: str) -> Response:
+def _refresh(world: World, tenant: TenantState, form: dict[str, str], client_auth: str, *, offline: bool) -> Response:
     """The refresh grant: any refresh token of this chain that is neither expired nor revoked."""
     refresh = form.get("refresh_token", "")
     if not refresh:
@@ -245,7 +249,7 @@ def _refresh(world: World, tenant: TenantState, form: dict[str, str], client_aut
             f"The refresh token has expired due to inactivity. The token was issued on {issued} and was inactive "
             f"for {days}.{hours:02d}:{rest // 60:02d}:{rest % 60:02d}.",
         )
-    return _grant(world, tenant, client_auth, claims.amr)
+    return _grant(world, tenant, client_auth, claims.amr, rotate=offline)
 
 
 def _refresh_claims(world: World, tenant: TenantState, token: str) -> Claims | None:
@@ -269,8 +273,14 @@ def _refresh_claims(world: World, tenant: TenantState, token: str) -> Claims | N
     return claims
 
 
-def _grant(world: World, tenant: TenantState, client_auth: str, amr: tuple[str, ...] | None) -> Response:
-    """A successful answer: an app-only token, or (with the consent's `amr`) an App+User one and a new refresh token."""
+def _grant(
+    world: World, tenant: TenantState, client_auth: str, amr: tuple[str, ...] | None, *, rotate: bool = False
+) -> Response:
+    """A successful answer: an app-only token, or (with the consent's `amr`) an App+User one.
+
+    A new refresh token comes with it only when the request's scope named `offline_access`: the refresh grant's
+    answer has `refresh_token` "only provided if offline_access scope was requested" (v2-oauth2-auth-code-flow).
+    """
     scenario = tenant.scenario
     lifetime = scenario.token_lifetime or world.scenario.token_lifetime
     now = world.clock()
@@ -295,7 +305,7 @@ def _grant(world: World, tenant: TenantState, client_auth: str, amr: tuple[str, 
         "ext_expires_in": expires_in,
         "access_token": world.signer.access_token(claims, issuer=issuer, client_auth=client_auth),
     }
-    if amr is not None:
+    if rotate:
         document["refresh_token"] = world.signer.refresh_token(claims)
     body = json.dumps(document, separators=(",", ":")).encode()
     return Response(200, body, JSON, _TOKEN_HEADERS)

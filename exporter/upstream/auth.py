@@ -44,7 +44,10 @@ def token_form(tenant: TenantConfig, scope: str, token_url: str, refresh_token: 
     """The form of a token request: the grant (refresh token, else client credentials) and the app's credential."""
     form = {"client_id": tenant.client_id, "scope": scope}
     if refresh_token is not None:
-        form.update(grant_type="refresh_token", refresh_token=refresh_token.reveal())
+        # Without `offline_access` the answer has no new refresh token ("only provided if offline_access scope was
+        # requested", learn.microsoft.com/entra/identity-platform/v2-oauth2-auth-code-flow#refresh-the-access-token),
+        # and the file's token would die at the end of its lifetime. MSAL adds it to every request for that reason.
+        form.update(grant_type="refresh_token", refresh_token=refresh_token.reveal(), scope=f"{scope} offline_access")
     else:
         form["grant_type"] = "client_credentials"
     credential = tenant.credential
