@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -583,6 +584,20 @@ def test_an_item_without_a_three_letter_currency_is_left_out_and_the_others_stay
     assert sum("summary left out" in r.getMessage() for r in caplog.records) == 4
 
 
+def test_summaries_of_which_none_has_a_currency_code_are_a_parse_error() -> None:
+    # An empty success would drop every balance of the tenant without it going down.
+    with pytest.raises(ParseError) as caught:
+        parse_summaries(_items("EURO", "12A"))
+    assert str(caught.value) == "items: none of the 2 summaries has a three-letter currency code"
+
+
+@pytest.mark.parametrize("code", ["\u0131US", "\u00dfD", "\ufb00E"])
+def test_currency_code_is_checked_before_it_is_upper_cased(code: str) -> None:
+    assert code.upper().isascii()  # IUS, SSD, FFE: three ASCII letters only once upper-cased
+    with pytest.raises(ParseError, match="not a three-letter currency code"):
+        parse_summary(summary_json(currencyCode=code))
+
+
 def test_summary_with_an_invalid_currency_is_a_parse_error() -> None:
     with pytest.raises(ParseError) as caught:
         parse_summary(summary_json(currencyCode="DOLLARS"))
@@ -595,6 +610,40 @@ def test_more_than_a_hundred_currencies_is_a_parse_error() -> None:
     with pytest.raises(ParseError) as caught:
         parse_summaries(_items(*codes))
     assert str(caught.value) == "items: 101 summaries, more than the 100 currencies accepted"
+
+
+def test_more_than_a_hundred_invoice_types_is_a_parse_error() -> None:
+    details = [{"invoiceType": f"type{i}", "summary": {"balanceAmount": i}} for i in range(101)]
+    assert len(parse_summary(summary_json(details=details[:100])).details) == 100
+    with pytest.raises(ParseError) as caught:
+        parse_summary(summary_json(details=details))
+    assert str(caught.value) == "details: 101 entries, more than the 100 accepted"
+
+
+def _with_symbol(text: str) -> bytes:
+    return summary_json(currencySymbol=text)
+
+
+def _with_invoice_type(text: str) -> bytes:
+    return summary_json(details=[{"invoiceType": text, "summary": {"balanceAmount": 1}}])
+
+
+@pytest.mark.parametrize(
+    ("build", "path"), [(_with_symbol, "currencySymbol"), (_with_invoice_type, "details[0].invoiceType")]
+)
+def test_a_label_value_longer_than_256_characters_is_a_parse_error(build: Callable[[str], bytes], path: str) -> None:
+    parse_summary(build("x" * 256))
+    with pytest.raises(ParseError) as caught:
+        parse_summary(build("x" * 257))
+    assert str(caught.value) == f"{path}: 257 characters, more than the 256 a label value may have"
+
+
+def test_a_date_longer_than_64_characters_is_no_date() -> None:
+    # A date of kilobytes in a hostile answer must not reach the parse cache, where every poll's would stay.
+    at_limit = "2024-05-01T10:20:30.5".ljust(63, "0") + "Z"
+    assert len(at_limit) == 64
+    assert parse_timestamp(at_limit) == ts(2024, 5, 1, 10, 20, 30, 500000)
+    assert parse_timestamp(at_limit[:-1] + "0Z") is None
 
 
 def test_invoice_type_last_payment_date_is_the_latest_of_its_entries() -> None:

@@ -29,10 +29,16 @@ _TIMESTAMP = re.compile(
 )
 # JSON's number grammar, loosened to allow a leading "+" or "."; no "nan", "inf" or "1_000" as float() would.
 _NUMERIC_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
-# ISO 4217: three letters. Anything else would become a label value of its own series.
-_CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
-# A partner bills in a handful of currencies; thousands of items is a broken or hostile answer, not an account.
+# ISO 4217: three letters, checked before upper-casing ("ß".upper() is "SS"). Anything else would become a label
+# value of its own series.
+_CURRENCY = re.compile(r"[A-Za-z]{3}", re.ASCII)
+# A partner bills in a handful of currencies and invoice types; thousands of them, or a label value of kilobytes,
+# is a broken or hostile answer, not an account: as series, they would swell every scrape.
 MAX_CURRENCIES = 100
+MAX_INVOICE_TYPES = 100
+MAX_LABEL_CHARS = 256
+# The longest date upstream sends is 33 characters (7-digit fraction and offset); a longer one is not cached.
+_MAX_DATE_CHARS = 64
 
 
 class InvalidCurrencyError(Exception):
@@ -80,7 +86,8 @@ def parse_summary(body: bytes) -> InvoiceSummary:
 def parse_summaries(body: bytes) -> tuple[InvoiceSummary, ...]:
     """Parse the body of `GET /v1/invoices/summaries`: one summary per currency, in upstream order.
 
-    An item whose currency code is not three letters is left out (with a warning), the others stay.
+    An item whose currency code is not three letters is left out (with a warning), the others stay; an answer
+    with items of which none stays is a ParseError.
     """
     document = _load(body)
     if not isinstance(document, dict):
@@ -104,12 +111,15 @@ def parse_summaries(body: bytes) -> tuple[InvoiceSummary, ...]:
             log.debug("duplicate currency ignored", extra={"currency": summary.currency, "item": index})
             continue
         summaries[summary.currency] = summary
+    if items and not summaries:
+        # Publishing nothing as a success would drop every balance without a tenant going down.
+        raise ParseError(f"items: none of the {len(items)} summaries has a three-letter currency code")
     return tuple(summaries.values())
 
 
 def parse_timestamp(value: object) -> float | None:
     """Unix seconds from an upstream date; None when missing, unparseable or "never" (year 1)."""
-    return _parse_timestamp_text(value) if isinstance(value, str) else None
+    return _parse_timestamp_text(value) if isinstance(value, str) and len(value) <= _MAX_DATE_CHARS else None
 
 
 # A tenant's dates rarely change between polls, and each body carries a dozen of them.
@@ -166,18 +176,17 @@ def _summary(document: object, path: str) -> InvoiceSummary:
     """Build an InvoiceSummary from one JSON object found at `path` ("" for the body itself)."""
     if not isinstance(document, dict):
         raise ParseError(f"{path or 'body'}: expected a JSON object, got {_kind(document)}")
-    currency = _text(document.get("currencyCode"))
+    currency = _text(document.get("currencyCode"), _at(path, "currencyCode"))
     if currency is None:
         # A summary without a currency cannot be labelled: its amounts have no unit.
         raise ParseError(f"{_at(path, 'currencyCode')}: missing or empty")
-    currency = currency.upper()
     if not _CURRENCY.fullmatch(currency):
         raise InvalidCurrencyError(
             f"{_at(path, 'currencyCode')}: not a three-letter currency code: {snippet(currency.encode())}"
         )
     return InvoiceSummary(
-        currency=sys.intern(currency),
-        symbol=_text(document.get("currencySymbol")),
+        currency=sys.intern(currency.upper()),
+        symbol=_text(document.get("currencySymbol"), _at(path, "currencySymbol")),
         balance=_number(document.get("balanceAmount")),
         last_payment_amount=_number(document.get("lastPaymentAmount")),
         last_payment_time=parse_timestamp(document.get("lastPaymentDate")),
@@ -192,14 +201,17 @@ def _details(value: object, path: str) -> tuple[InvoiceTypeSummary, ...]:
     """Per-invoice-type summaries; unusable entries are skipped, same-type entries merged."""
     if not isinstance(value, list):
         return ()
+    if len(value) > MAX_INVOICE_TYPES:
+        raise ParseError(f"{_at(path, 'details')}: {len(value)} entries, more than the {MAX_INVOICE_TYPES} accepted")
     # Types that differ only in case or spacing would become one label, so they become one series.
     groups: dict[str, list[dict[str, object]]] = {}
     for index, entry in enumerate(value):
-        invoice_type = _text(entry.get("invoiceType")) if isinstance(entry, dict) else None
+        where = f"{_at(path, 'details')}[{index}]"
+        invoice_type = _text(entry.get("invoiceType"), f"{where}.invoiceType") if isinstance(entry, dict) else None
         summary = entry.get("summary") if isinstance(entry, dict) else None
         if invoice_type is None or not isinstance(summary, dict):
             # Without a type there is no label, and without a summary there is nothing to show.
-            log.debug("invoice detail skipped", extra={"detail": f"{_at(path, 'details')}[{index}]"})
+            log.debug("invoice detail skipped", extra={"detail": where})
             continue
         groups.setdefault(invoice_type.lower(), []).append(summary)
     # Currency is deliberately not read: the parent's currency is the unit of its details.
@@ -247,10 +259,12 @@ def _number(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _text(value: object) -> str | None:
-    """Stripped text, one shared copy of it (label values repeat across tenants); None if missing or blank."""
+def _text(value: object, path: str) -> str | None:
+    """Stripped label text, one shared copy of it (label values repeat across tenants); None if missing or blank."""
     if not isinstance(value, str) or not (text := value.strip()):
         return None
+    if len(text) > MAX_LABEL_CHARS:
+        raise ParseError(f"{path}: {len(text)} characters, more than the {MAX_LABEL_CHARS} a label value may have")
     # JSON can carry lone surrogates ("\ud800") that cannot be encoded as UTF-8, and label values must be.
     return sys.intern(text.encode("utf-8", "replace").decode("utf-8"))
 
