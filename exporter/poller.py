@@ -112,7 +112,7 @@ class Poller:
 
     async def poll_all(self) -> None:
         """Poll every tenant once, now (for --once and benchmarks)."""
-        await asyncio.gather(*(self._poll(t) for t in self._tenants.values()))
+        await asyncio.gather(*(self._poll_once(t) for t in self._tenants.values()))
         self._flush()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -195,14 +195,17 @@ class Poller:
             if delay > 0:
                 await asyncio.sleep(delay)
             started = time.monotonic()
-            try:
-                await self._poll(t)
-            except Exception:
-                # A bug must cost one poll of one tenant, never the tenant's schedule or the process.
-                log.exception("poll crashed", extra={"tenant": t.config.name})
-                self._store.update_tenant(t.config.name, _crashed)
+            await self._poll_once(t)
             jitter = self._retry.schedule_jitter
             due = started + self._config.interval * self._rng.uniform(1 - jitter, 1 + jitter)
+
+    async def _poll_once(self, t: _Tenant) -> None:
+        try:
+            await self._poll(t)
+        except Exception:
+            # A bug must cost one poll of one tenant, never the other tenants, the tenant's schedule or the process.
+            log.exception("poll crashed", extra={"tenant": t.config.name})
+            self._store.update_tenant(t.config.name, _crashed)
 
     async def _poll(self, t: _Tenant) -> None:
         """One poll of one tenant: token if needed, the invoice request, retries; then publish the outcome."""
@@ -332,8 +335,10 @@ class Poller:
             self._on_success()
 
     def _log_failure(self, t: _Tenant, exc: UpstreamError, attempt: int) -> None:
-        fields = {"tenant": t.config.name, "attempt": attempt, **exc.fields()}
-        fields["detail"] = _redact(str(fields["detail"]), _secrets_of(t))
+        secrets = _secrets_of(t)
+        # Every text an error body gave (its code and ids too) could echo a credential.
+        fields = {k: _redact(v, secrets) if isinstance(v, str) else v for k, v in exc.fields().items()}
+        fields |= {"tenant": t.config.name, "attempt": attempt}
         if exc.mfa_required:
             log.error("request refused: the App+User token has no MFA claim; consent again with MFA", extra=fields)
         else:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 import urllib.parse
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -256,3 +258,72 @@ def test_a_reload_shortens_a_pending_wait_to_the_new_max_staleness(tmp_path: Pat
 
     asyncio.run(go())
     assert poller._tenants["a"].not_before - time.monotonic() == pytest.approx(60, abs=10)
+
+
+def test_an_access_token_whose_claims_nest_too_deep_costs_only_its_mfa_state(tmp_path: Path) -> None:
+    # A payload nested past the JSON parser's recursion limit once crashed the poll, losing the rotated token.
+    payload = base64.urlsafe_b64encode(b'{"amr":' + b"[" * 20_000 + b"]" * 20_000 + b"}").rstrip(b"=").decode()
+    script = _Script([token_response(f"eyJhbGciOiJub25lIn0.{payload}.sig", refresh="refresh-1")])
+    _, store = _run(make_config(tmp_path, _app_user(tmp_path)), httpx.MockTransport(script))
+    assert _state(store).up is True
+    assert _state(store).token_mfa is None
+    assert (tmp_path / "a.token").read_text() == "refresh-1\n"
+
+
+def test_a_crashing_poll_of_one_tenant_leaves_the_others_polled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    poll = Poller._poll
+
+    async def crash_for_a(self: Poller, t: Any) -> None:
+        if t.config.name == "a":
+            raise RuntimeError("a bug")
+        await poll(self, t)
+
+    monkeypatch.setattr(Poller, "_poll", crash_for_a)
+    _, store = _run(make_config(tmp_path, tenant_yaml("a") + tenant_yaml("b")), FakeUpstream())
+    assert _state(store).up is False
+    assert _state(store).last_error == "internal error (see the exporter log)"
+    assert _state(store, "b").up is True
+    assert [r.tenant for r in caplog.records if r.getMessage() == "poll crashed"] == ["a"]  # type: ignore[attr-defined]
+
+
+SECRET = "Xq58Q~AbCdEfGhIjKlMnOpQrStUvWxYz0123456z"  # the shape of an Entra client secret
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "answer"),
+    [
+        # Cut by the 300 characters a description may have, in the middle of the secret it echoes.
+        ("token", '{"error": "invalid_client", "error_description": "AADSTS7000215: ' + "x" * 230 + f' {SECRET}"}}'),
+        # Cut by the 100 bytes of a body that an error message quotes, in the middle of the token it echoes.
+        ("summary", "<html><body>" + "x" * 60 + " Authorization: Bearer opaque-access-token-of-a-proxy-echo</body>"),
+    ],
+)
+def test_a_credential_echoed_where_a_length_limit_cuts_it_is_still_redacted(
+    tmp_path: Path, endpoint: str, answer: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    token = token_response("opaque-access-token-of-a-proxy-echo")
+    status = 401 if endpoint == "token" else 200
+    script = _Script([httpx.Response(status, text=answer) if endpoint == "token" else token])
+    if endpoint == "summary":
+        script.invoice = httpx.Response(status, text=answer.replace("Bearer ", ""))
+    config = make_config(tmp_path, tenant_yaml("a").replace("secret-of-a", SECRET))
+    _, store = _run(config, httpx.MockTransport(script))
+    last_error = _state(store).last_error
+    assert last_error is not None
+    assert "<redacted>" in last_error
+    for secret in (SECRET, "opaque-access-token-of-a-proxy-echo"):
+        assert secret[:8] not in last_error
+        assert secret[:8] not in caplog.text
+
+
+def test_every_text_of_an_error_body_is_redacted_in_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # An invoice answer echoing the client secret, which that request did not carry, in its code.
+    upstream = FakeUpstream(
+        tenants={"a.onmicrosoft.com": [respond(400, '{"code": "secret-of-a", "description": "no"}')]}
+    )
+    _run(make_config(tmp_path, tenant_yaml("a")), upstream)
+    (failure,) = [r for r in caplog.records if r.getMessage() == "request failed"]
+    assert failure.code == "<redacted>"  # type: ignore[attr-defined]
+    assert "secret-of-a" not in caplog.text

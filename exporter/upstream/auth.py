@@ -95,7 +95,7 @@ def token_has_mfa(access_token: Secret) -> bool | None:
         return None
     try:
         claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error):  # also UnicodeDecodeError and JSONDecodeError
+    except (ValueError, binascii.Error, RecursionError):  # also UnicodeDecodeError and JSONDecodeError
         return None
     if not isinstance(claims, dict):
         return None
