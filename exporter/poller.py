@@ -154,10 +154,13 @@ class Poller:
                 t = _Tenant(tc)
             elif _identity(t.config) != _identity(tc):
                 restarted.append(tc.name)
-                write_errors = t.tokens.write_errors  # a counter: it carries on
-                t.tokens = TokenCache(tc)
-                t.tokens.write_errors = write_errors
-                self._stop(t)
+                self._new_tokens(t, tc)
+            elif tc.refresh_token != t.tokens.on_disk:
+                # The file holds a token the exporter neither read nor wrote: a new consent, used at once (and
+                # never overwritten by a rotation of the old chain).
+                log.info("refresh_token_file holds a new refresh token; polling with it", extra={"tenant": tc.name})
+                self._new_tokens(t, tc)
+                t.last_started = None
             elif reschedule:
                 self._stop(t)
             t.config = tc
@@ -175,6 +178,12 @@ class Poller:
             for t in self._tenants.values():
                 if t.task is None:
                     self._start(t)
+
+    def _new_tokens(self, t: _Tenant, tc: TenantConfig) -> None:
+        write_errors = t.tokens.write_errors  # a counter: it carries on
+        t.tokens = TokenCache(tc)
+        t.tokens.write_errors = write_errors
+        self._stop(t)
 
     def _start(self, t: _Tenant) -> None:
         """Schedule a tenant's polls: the first at once, or one interval after its last poll."""

@@ -327,3 +327,34 @@ def test_every_text_of_an_error_body_is_redacted_in_the_log(tmp_path: Path, capl
     (failure,) = [r for r in caplog.records if r.getMessage() == "request failed"]
     assert failure.code == "<redacted>"  # type: ignore[attr-defined]
     assert "secret-of-a" not in caplog.text
+
+
+def test_a_refresh_token_file_replaced_before_a_reload_is_used_and_not_overwritten(tmp_path: Path) -> None:
+    # The runbook's fix for a dead or MFA-less chain: a new consent's token into the file, then a reload.
+    upstream = FakeUpstream()
+    same = _app_user(tmp_path)
+    config = make_config(tmp_path, same)
+    store = SnapshotStore(config, time.time())
+    poller = Poller(config, store, transport_factory=upstream.transport, retry=FAST)
+
+    def sent_refresh_tokens() -> list[str]:
+        forms = [urllib.parse.parse_qs(r.content.decode()) for _, _, e, r in upstream.log if e == "token"]
+        return [form["refresh_token"][0] for form in forms]
+
+    async def go() -> None:
+        try:
+            await poller.poll_all()  # refresh-0 -> refresh-1, written back
+            # A reload that reads the exporter's own write is no new consent: the token in hand is kept.
+            await poller.apply_config(make_config(tmp_path, same))
+            await poller.poll_all()
+            assert sent_refresh_tokens() == ["refresh-0"]
+            (tmp_path / "a.token").write_text("new-consent\n")
+            await poller.apply_config(make_config(tmp_path, same))
+            await poller.poll_all()
+        finally:
+            await poller.aclose()
+
+    asyncio.run(go())
+    assert sent_refresh_tokens() == ["refresh-0", "new-consent"]
+    assert (tmp_path / "a.token").read_text() == "refresh-2\n"  # rotated from the new consent's chain
+    assert _state(store).up is True

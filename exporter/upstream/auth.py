@@ -106,11 +106,12 @@ def token_has_mfa(access_token: Secret) -> bool | None:
 class TokenCache:
     """The access token in hand for one tenant and, App+User, its current refresh token."""
 
-    __slots__ = ("_expires_at", "_renew_at", "_tenant", "_token", "mfa", "refresh_token", "write_errors")
+    __slots__ = ("_expires_at", "_renew_at", "_tenant", "_token", "mfa", "on_disk", "refresh_token", "write_errors")
 
     def __init__(self, tenant: TenantConfig) -> None:
         self._tenant = tenant
         self.refresh_token = tenant.refresh_token  # for the next grant; None: client credentials
+        self.on_disk = tenant.refresh_token  # what refresh_token_file held when last read or written
         self._token: Secret | None = None
         self._expires_at = 0.0
         self._renew_at = 0.0
@@ -143,6 +144,7 @@ class TokenCache:
             return
         try:
             write_atomically(path, grant.refresh_token.reveal() + "\n")
+            self.on_disk = grant.refresh_token
         except OSError as exc:
             # Still usable in memory; a restart would fall back to the older token on disk.
             self.write_errors += 1
