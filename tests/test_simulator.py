@@ -173,11 +173,11 @@ def test_api_rejects_missing_bad_and_foreign_tokens(client: httpx.Client) -> Non
     tampered = f"{header}.{payload}.{signature[:-2]}AA"
     missing = get(client, "summary", None)
     assert_partner_error(missing, 401, 800001)
-    assert missing.headers["www-authenticate"].startswith("Bearer")
+    assert missing.headers["www-authenticate"].startswith("OAuth realm=urn:cpsvc:cpid:")
     for bad in ("garbage", tampered, token.replace("eyJ", "eyK", 1), f"{header}.{payload}"):
         response = get(client, "summary", bad)
         assert_partner_error(response, 401, 400)
-        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert response.headers["www-authenticate"].startswith("OAuth realm=urn:cpsvc:cpid:")
     assert_partner_error(get(client, "summary", None, Authorization=f"Basic {token}"), 401, 400)
 
 

@@ -364,10 +364,13 @@ def test_a_certificate_assertion_authenticates_both_grants(
     assert claims_of(answer.json()["access_token"])["idtyp"] == "user"
 
 
-def test_a_certificate_assertion_as_msal_sends_it(sim: Simulator, client: httpx.Client) -> None:
-    """MSAL Python sends no `nbf` and reuses one assertion for several requests."""
+@pytest.mark.parametrize("thumbprint", ["x5t#S256", "x5t"])
+def test_a_certificate_assertion_as_msal_sends_it(sim: Simulator, client: httpx.Client, thumbprint: str) -> None:
+    """MSAL Python sends no `nbf`, keeps the thumbprint's base64 padding and reuses one assertion."""
     cred = rsa_credential("a")
-    assertion = cred.assertion(client_id=CERT_APP, audience=endpoint(sim, "cert.example.com"), drop=("nbf",))
+    url = endpoint(sim, "cert.example.com")
+    assertion = cred.assertion(client_id=CERT_APP, audience=url, drop=("nbf",), thumbprint=thumbprint, padded=True)
+    assert jwt.get_unverified_header(assertion)[thumbprint].endswith("=")
     for _ in range(2):
         assert post_token(client, "cert.example.com", assertion_form(assertion)).status_code == 200
 

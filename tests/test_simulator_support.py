@@ -145,9 +145,13 @@ class Credential:
         signer: rsa.RSAPrivateKey | None = None,
         now: float | None = None,
         drop: tuple[str, ...] = (),
+        padded: bool = False,
         **claims: object,
     ) -> str:
-        """A client assertion as MSAL builds one; `claims` override, `drop` removes, `signer` signs instead."""
+        """A client assertion as MSAL builds one; `claims` override, `drop` removes, `signer` signs instead.
+
+        `padded` keeps base64's "=" on the thumbprint, as MSAL Python does (oauth2cli/assertion.py).
+        """
         issued = time.time() if now is None else now
         payload: dict[str, object] = {
             "aud": audience,
@@ -161,7 +165,8 @@ class Credential:
         payload.update(claims)
         for name in drop:
             payload.pop(name, None)
-        header = {"x5t#S256": self.x5t_s256} if thumbprint == "x5t#S256" else {"x5t": self.x5t}
+        value = self.x5t_s256 if thumbprint == "x5t#S256" else self.x5t
+        header = {thumbprint: value + "=" * (-len(value) % 4) if padded else value}
         return jwt.encode(payload, signer or self.key, algorithm=algorithm, headers=header)
 
 

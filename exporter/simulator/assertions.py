@@ -166,7 +166,8 @@ def _certificate(
     now: float,
 ) -> Response | None:
     """A certificate-signed assertion: signature by the named registered certificate, then the claims."""
-    match = next((c for c in certificates if (c.x5t_s256 if sha256 else c.x5t) == thumbprint), None)
+    # MSAL Python keeps base64's "=" padding (oauth2cli/assertion.py: urlsafe_b64encode), and Entra takes it.
+    match = next((c for c in certificates if (c.x5t_s256 if sha256 else c.x5t) == thumbprint.rstrip("=")), None)
     if match is None:
         return _invalid_client(
             700027,

@@ -10,7 +10,10 @@ Sources (docs/simulator.md has them all):
   Microsoft's announcement "CSP technical changes FY26 Q4", https://partner.microsoft.com/blog/article/csp-technical-changes-fy26-q4).
   App-only calls are not affected.
 - Headers: "Partner Center REST and response headers", https://learn.microsoft.com/partner-center/developer/headers:
-  only Authorization is required; MS-RequestId and MS-CorrelationId "should" be sent and come back in the answer.
+  Authorization is required; MS-RequestId and MS-CorrelationId "should" be sent and come back in the answer. The
+  page also calls MS-Contract-Version required, but the invoice summary request's own sample (get-invoice-summary)
+  and the .NET SDK's request handler send none, so it is not checked.
+- The 401 challenge: the error codes page's sample answer, `WWW-Authenticate: OAuth realm=urn:cpsvc:cpid:{cid}`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from exporter.simulator.tokens import Claims
 
 INVOICE_PATHS: Final = {"/v1/invoices/summary": "summary", "/v1/invoices/summaries": "summaries"}
 TRACE_HEADERS: Final = ("MS-RequestId", "MS-CorrelationId")
-_CHALLENGE: Final = ("WWW-Authenticate", 'Bearer realm="partnercenter", error="invalid_token"')
+_CHALLENGE: Final = ("WWW-Authenticate", "OAuth realm=urn:cpsvc:cpid:5e6c6a0a-8a6e-4c44-9d4b-4f1f8d6f8a3d")
 # Partner Center REST error codes used here.
 ACCESS_DENIED: Final = 400
 TOKEN_MISSING: Final = 800001
