@@ -224,6 +224,7 @@ class Poller:
         summaries: tuple[InvoiceSummary, ...] | None = None
         error: str | None = None  # why the poll failed, for the landing page
         reauthenticated = False
+        request_id: str | None = None  # the MS-RequestId of an invoice request that got no answer, for its retry
         attempt = 0
         while True:
             attempt += 1
@@ -232,7 +233,8 @@ class Poller:
                     token = t.tokens.valid_token(self._clock())
                     if token is None:
                         token = await self._fetch_token(t, session, sent)
-                    summaries = await self._counted(sent, tc.endpoint, session.invoices(tc.endpoint, token))
+                    invoices = session.invoices(tc.endpoint, token, request_id)
+                    summaries = await self._counted(sent, tc.endpoint, invoices)
                 error = None
                 break
             except CredentialError as exc:
@@ -241,6 +243,10 @@ class Poller:
                 break
             except UpstreamError as exc:
                 self._log_failure(t, exc, attempt)
+                # Partner Center: "If there's a timeout, the retry call should include the same value"; after an
+                # answer, a new one (learn.microsoft.com/partner-center/developer/headers).
+                no_answer = exc.endpoint != "token" and exc.status in ("timeout", "connection")
+                request_id = exc.request_id if no_answer else None
                 if exc.mfa_required:
                     # A token refreshed from the same consent has the same claims: no retry, no new token.
                     error = MFA_HELP

@@ -398,3 +398,18 @@ def test_no_cookie_set_for_one_tenant_rides_on_another_tenants_request(tmp_path:
     assert len(upstream.log) == 6  # two tokens and four invoice requests, all on the one client
     assert [r.headers.get("Cookie") for _, _, _, r in upstream.log] == [None] * 6
     assert all(s.up for s in store.current.tenants.values())
+
+
+def test_a_retry_after_no_answer_keeps_its_request_id_and_one_after_an_answer_gets_a_new_one(tmp_path: Path) -> None:
+    # Partner Center's headers page: after a timeout the retry carries the same MS-RequestId; after an answer, not.
+    def timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    upstream = FakeUpstream(tenants={"a.onmicrosoft.com": [timeout, respond(503), ok_summary(1.0)]})
+    poller, store = _poller(make_config(tmp_path, tenant_yaml("a")), upstream)
+    _poll_all(poller)
+    sent = [r.headers for _, _, e, r in upstream.log if e == "summary"]
+    assert len(sent) == 3
+    assert sent[0]["MS-RequestId"] == sent[1]["MS-RequestId"] != sent[2]["MS-RequestId"]
+    assert len({h["MS-CorrelationId"] for h in sent}) == 3  # "reset for every call"
+    assert _state(store, "a").up is True

@@ -116,9 +116,11 @@ class Session:
         except ParseError as exc:
             raise UpstreamError("token", "invalid_response", ErrorBody(str(exc)), request_id=request_id) from None
 
-    async def invoices(self, endpoint: InvoiceEndpoint, token: Secret) -> tuple[InvoiceSummary, ...]:
-        """GET one invoice endpoint: every currency's summary (one for `summary`)."""
-        request_id, correlation_id = str(uuid.uuid4()), str(uuid.uuid4())
+    async def invoices(
+        self, endpoint: InvoiceEndpoint, token: Secret, request_id: str | None = None
+    ) -> tuple[InvoiceSummary, ...]:
+        """GET one invoice endpoint: every currency's summary (one for `summary`); a new MS-RequestId unless given."""
+        request_id, correlation_id = request_id or str(uuid.uuid4()), str(uuid.uuid4())
         headers = {
             "Authorization": f"Bearer {token.reveal()}",
             "MS-RequestId": request_id,
