@@ -129,6 +129,10 @@ class App:
                 self.store.reload_failed()
                 log.error("config reload rejected; keeping the running config", extra={"err": str(exc)})
                 return False, f"config reload rejected: {exc}"
+            except Exception as exc:  # a bug in reading: its text (no traceback either) may quote the file
+                self.store.reload_failed()
+                log.error("config reload failed; keeping the running config", extra={"err": type(exc).__name__})
+                return False, "config reload failed: internal error"
             if self._loop is None:
                 return False, "not running"
             running = self.store.current.config

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import subprocess
 import time
 import urllib.parse
 from pathlib import Path
@@ -100,6 +101,23 @@ def test_certificate_file_problems_name_the_key(tmp_path: Path) -> None:
         message = _error(tmp_path, f"client_certificate_file: {name}")
         assert "PRIVATE KEY" not in message
         assert key_pem.decode().splitlines()[1] not in message
+
+
+def test_a_key_or_certificate_on_a_curve_openssl_does_not_know_is_refused_by_key_path(tmp_path: Path) -> None:
+    # cryptography raises UnsupportedAlgorithm, not ValueError, for such a curve; it once ended start-up.
+    for command in (
+        ["openssl", "ecparam", "-name", "secp112r1", "-genkey", "-noout", "-out", "k112.pem"],
+        ["openssl", "req", "-new", "-x509", "-key", "k112.pem", "-subj", "/CN=app", "-out", "c112.pem"],
+    ):
+        subprocess.run(command, cwd=tmp_path, check=True, capture_output=True)
+    key_pem, _, _ = certificate_pem()
+    (tmp_path / "ec112.pem").write_bytes((tmp_path / "k112.pem").read_bytes() + (tmp_path / "c112.pem").read_bytes())
+    (tmp_path / "rsa-ec112.pem").write_bytes(key_pem + (tmp_path / "c112.pem").read_bytes())
+    key = "tenants[0].client_certificate_file"
+    assert _error(tmp_path, "client_certificate_file: ec112.pem").startswith(f"{key}: ec112.pem: the private key")
+    assert _error(tmp_path, "client_certificate_file: rsa-ec112.pem").startswith(f"{key}: rsa-ec112.pem: the ")
+    for name in ("ec112.pem", "rsa-ec112.pem"):
+        assert "must be RSA" in _error(tmp_path, f"client_certificate_file: {name}")
 
 
 def test_two_credentials_are_an_error_naming_both(tmp_path: Path) -> None:

@@ -167,6 +167,22 @@ def test_reload_rejects_bad_config_and_keeps_running(running: tuple[App, Path]) 
     wait_until(lambda: _metric(app, 'partnercenter_up{tenant="added"}') == "1.0", what="new tenant polled")
 
 
+def test_a_reload_that_fails_unexpectedly_is_rejected_without_quoting_the_file(
+    running: tuple[App, Path], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A library's exception (PyYAML's KeyError for `!!bool <secret>` was one) may quote what it read.
+    def broken(path: Path) -> None:
+        raise KeyError("quoted-secret-value")
+
+    app, _ = running
+    monkeypatch.setattr("exporter.app.load_config", broken)
+    answer = httpx.post(app.url + "/-/reload")
+    assert (answer.status_code, answer.text) == (400, "config reload failed: internal error\n")
+    assert _metric(app, "partnercenter_config_last_reload_successful") == "0.0"
+    assert "quoted-secret-value" not in caplog.text
+    assert [r.err for r in caplog.records if r.getMessage().startswith("config reload failed")] == ["KeyError"]  # type: ignore[attr-defined]
+
+
 def test_reload_removes_series_of_removed_tenants(running: tuple[App, Path], upstream: FakeUpstream) -> None:
     app, config_file = running
     wait_until(lambda: _metric(app, 'partnercenter_up{tenant="broken"}') == "0.0", what="first poll")

@@ -6,6 +6,7 @@ import base64
 import http.client
 import http.server
 import logging
+import os
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -188,8 +189,11 @@ HASH = "$2b$04$wTcYbwl4B4f1Le9o02yebOBth76te7Z/PkZjuYwZ/yX.UV60e/qHC"
 
 INVALID: list[tuple[str, str]] = [
     ("- a\n- b\n", "the web config must be a mapping, got list"),
-    ("tls_server_config: [\n", "invalid YAML at line 2, column 1: did not find expected node content "
-     "(while parsing a flow node at line 2, column 1)"),
+    (
+        "tls_server_config: [\n",
+        "invalid YAML at line 2, column 1: did not find expected node content "
+        "(while parsing a flow node at line 2, column 1)",
+    ),
     (
         "listen: :9089\n",
         "listen: unknown key; expected one of tls_server_config, http_server_config, basic_auth_users, "
@@ -290,6 +294,14 @@ INVALID: list[tuple[str, str]] = [
     ),
     (f"basic_auth_users:\n  1: '{HASH}'\n", "basic_auth_users: keys must be strings, got integer 1"),
     ("auth_excluded_paths: /healthz\n", "auth_excluded_paths: must be a list of strings, got string"),
+    # A section of the wrong type is an error: `false` once meant "no users", and so no authentication at all.
+    ("basic_auth_users: false\n", "basic_auth_users: must be a mapping, got boolean"),
+    ("basic_auth_users: []\n", "basic_auth_users: must be a mapping, got list"),
+    ("http_server_config:\n  headers: false\n", "http_server_config.headers: must be a mapping, got boolean"),
+    (
+        "basic_auth_users:\n  alice: !!bool hunter2\n",
+        "invalid YAML at line 2, column 10: value does not match its tag !!bool",
+    ),
 ]
 
 
@@ -347,7 +359,14 @@ def file_error_cases(d: Path) -> list[tuple[str, str]]:
 
 
 def test_file_errors_name_key_and_path(certs: Path) -> None:
-    for text, message in file_error_cases(certs):
+    os.mkfifo(certs / "fifo")  # opening it for reading would wait for a writer: start-up would hang
+    cases = [
+        (
+            "tls_server_config:\n  cert_file: fifo\n  key_file: server.key\n",
+            f"tls_server_config.cert_file: cannot read {certs / 'fifo'}: not a regular file",
+        )
+    ]
+    for text, message in file_error_cases(certs) + cases:
         with pytest.raises(ConfigError) as info:
             load_web_config(write_config(certs, text))
         assert str(info.value) == message
@@ -371,7 +390,10 @@ def test_encrypted_key_fails_instead_of_prompting(certs: Path) -> None:
     (certs / "encrypted.key").write_bytes(encrypted)
     with pytest.raises(ConfigError) as info:
         load_web_config(write_config(certs, "tls_server_config: {cert_file: server.crt, key_file: encrypted.key}\n"))
-    assert info.value.path == "tls_server_config.key_file"
+    assert str(info.value) == (
+        f"tls_server_config.key_file: the private key in {certs / 'encrypted.key'} is encrypted; store it without a "
+        "passphrase"
+    )
 
 
 # --- real TLS -------------------------------------------------------------------------------------------

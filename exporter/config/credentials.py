@@ -52,6 +52,7 @@ def load_certificate(data: bytes, file: Path, shown: str, path: str) -> Certific
     """Parse a PEM file holding an unencrypted RSA private key and its certificate (in either order)."""
     # Imported here: cryptography adds ~8 MiB to the resident memory, and only certificate tenants need it.
     from cryptography import x509  # noqa: PLC0415
+    from cryptography.exceptions import UnsupportedAlgorithm  # noqa: PLC0415
     from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
     from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: PLC0415
 
@@ -62,15 +63,22 @@ def load_certificate(data: bytes, file: Path, shown: str, path: str) -> Certific
         raise ConfigError(path, f"{shown}: the private key is encrypted; store it without a passphrase") from None
     except ValueError:
         raise ConfigError(path, f"{shown}: no PEM private key found {needs}") from None
+    except UnsupportedAlgorithm:  # an elliptic curve that OpenSSL does not know, for one
+        raise ConfigError(
+            path, f"{shown}: the private key must be RSA (Entra ID signs certificate credentials with RSA)"
+        ) from None
     try:
         certificate = x509.load_pem_x509_certificate(data)
+        certificate_key = certificate.public_key()
     except ValueError:
         raise ConfigError(path, f"{shown}: no PEM certificate found {needs}") from None
+    except UnsupportedAlgorithm:
+        raise ConfigError(path, f"{shown}: the certificate's key must be RSA, as the private key") from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ConfigError(
             path, f"{shown}: the private key must be RSA (Entra ID signs certificate credentials with RSA)"
         )
-    if key.public_key() != certificate.public_key():
+    if key.public_key() != certificate_key:
         raise ConfigError(path, f"{shown}: the private key does not belong to the certificate")
     return Certificate(
         file=file,

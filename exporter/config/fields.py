@@ -22,6 +22,7 @@ _VAR_RE: Final = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)\}|(\{))")
 _DURATION_RE: Final = re.compile(r"(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ms|s|m|h|d))+")
 _DURATION_PART_RE: Final = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h|d)")
 _DURATION_UNITS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_SECONDS_RE: Final = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")  # as text: a number of seconds from `${VAR}`
 # Secret, key and token files are small; the cap keeps a mistaken path (a log, a disk image) from being slurped.
 MAX_SECRET_FILE_BYTES: Final = 64 * 1024
 
@@ -74,7 +75,9 @@ def parse_duration(value: object, path: str) -> float:
     """Seconds from a positive number or a Go-style duration string (`500ms`, `30s`, `1h30m`, `1d`)."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ConfigError(path, f"must be a duration like 30s or a number of seconds, got {type_name(value)}")
-    if isinstance(value, str):
+    if isinstance(value, str) and _SECONDS_RE.fullmatch(value):
+        seconds = float(value)
+    elif isinstance(value, str):
         if not _DURATION_RE.fullmatch(value):
             shown = value.shown if isinstance(value, Text) else quote(value)
             raise ConfigError(path, f"invalid duration {shown}: use e.g. 500ms, 30s, 10m, 1h30m, 1d or seconds")
@@ -137,6 +140,10 @@ class Reader:
             return self.environ[name]
 
         text = Text(_VAR_RE.sub(substitute, value))
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # an environment value that is not UTF-8, or a lone surrogate escaped in YAML
+            raise ConfigError(path, "must be valid UTF-8 text") from None
         text.expanded = bool(names)
         text.shown = f"(the value of {', '.join('${' + n + '}' for n in names)})" if names else quote(text)
         return text
@@ -184,22 +191,23 @@ class Reader:
             raise ConfigError(where, "must not contain NUL characters")
         return self.base_dir / raw, raw.shown if raw.expanded else str(raw)
 
-    def small_file(self, file: Path, shown: str, path: str) -> bytes:
-        """A small regular file's bytes; errors name the path as written in the config."""
-        try:
-            # Opening a FIFO or a device could block start-up forever.
-            if not (stat.S_ISREG(mode := file.stat().st_mode) or stat.S_ISDIR(mode)):
-                raise ConfigError(path, f"cannot read {shown}: not a regular file")
-            with file.open("rb") as handle:
-                data = handle.read(MAX_SECRET_FILE_BYTES + 1)
-        except OSError as exc:
-            raise ConfigError(path, f"cannot read {shown}: {exc.strerror or type(exc).__name__}") from None
-        if len(data) > MAX_SECRET_FILE_BYTES:
-            raise ConfigError(path, f"cannot read {shown}: larger than {MAX_SECRET_FILE_BYTES // 1024} KiB")
-        return data
-
     def small_text_file(self, file: Path, shown: str, path: str) -> str:
         try:
-            return self.small_file(file, shown, path).decode("utf-8")
+            return small_file(file, shown, path).decode("utf-8")
         except UnicodeDecodeError:
             raise ConfigError(path, f"cannot read {shown}: not valid UTF-8") from None
+
+
+def small_file(file: Path, shown: str, path: str, limit: int = MAX_SECRET_FILE_BYTES) -> bytes:
+    """A small regular file's bytes; errors name the path as written in the config."""
+    try:
+        # Opening a FIFO or a device could block start-up forever.
+        if not (stat.S_ISREG(mode := file.stat().st_mode) or stat.S_ISDIR(mode)):
+            raise ConfigError(path, f"cannot read {shown}: not a regular file")
+        with file.open("rb") as handle:
+            data = handle.read(limit + 1)
+    except OSError as exc:
+        raise ConfigError(path, f"cannot read {shown}: {exc.strerror or type(exc).__name__}") from None
+    if len(data) > limit:
+        raise ConfigError(path, f"cannot read {shown}: larger than {limit // 1024} KiB")
+    return data

@@ -16,6 +16,8 @@ from types import MappingProxyType
 from typing import Final, Literal, cast
 from urllib.parse import urlsplit
 
+import httpx
+
 from exporter.config import credentials, fields
 from exporter.config.credentials import AssertionFile, Certificate, Credential
 from exporter.config.fields import Mapping_, Reader, check_keys, mapping, present, type_name
@@ -269,7 +271,7 @@ class _Parser:
             return Secret(str(value)), (key, "<set>")
         file, shown = cast(tuple[Path, str], read.path(entry, key, path))
         if key == "client_certificate_file":
-            certificate = credentials.load_certificate(read.small_file(file, shown, where), file, shown, where)
+            certificate = credentials.load_certificate(fields.small_file(file, shown, where), file, shown, where)
             return certificate, (key, str(file))
         text = read.small_text_file(file, shown, where)
         if key == "client_assertion_file":
@@ -339,4 +341,8 @@ class _Parser:
             raise ConfigError(key, "must not contain credentials")
         if parts.query or parts.fragment:
             raise ConfigError(key, "must not contain a query or fragment")
+        try:
+            httpx.URL(value)  # what the client will make of it: a host name IDNA refuses, for one
+        except httpx.InvalidURL:
+            raise ConfigError(key, "must be an http:// or https:// URL with a valid host name") from None
         return str(value).rstrip("/")

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from exporter.config.fields import check_keys, mapping, type_name
-from exporter.config.yamlfile import ConfigError, load_yaml, read_text
+from exporter.config.fields import check_keys, mapping, small_file, type_name
+from exporter.config.yamlfile import MAX_FILE_BYTES, ConfigError, load_yaml, read_text
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +114,13 @@ def build_ssl_context(tls: TLSServerConfig) -> ssl.SSLContext:
         ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE
     if b"-----BEGIN CERTIFICATE-----" not in _read_file(tls.cert_file, "cert_file"):
         raise ConfigError(f"{_TLS}.cert_file", f"no PEM certificate in {tls.cert_file}")
-    if b"PRIVATE KEY-----" not in _read_file(tls.key_file, "key_file"):
+    key = _read_file(tls.key_file, "key_file")
+    if b"PRIVATE KEY-----" not in key:
         raise ConfigError(f"{_TLS}.key_file", f"no PEM private key in {tls.key_file}")
+    if b"ENCRYPTED" in key:  # PKCS#8's "BEGIN ENCRYPTED PRIVATE KEY", or the older "Proc-Type: 4,ENCRYPTED"
+        raise ConfigError(
+            f"{_TLS}.key_file", f"the private key in {tls.key_file} is encrypted; store it without a passphrase"
+        )
     try:
         # The password callback keeps OpenSSL from prompting on the terminal for an encrypted key.
         ctx.load_cert_chain(tls.cert_file, tls.key_file, password=lambda: b"")
@@ -210,7 +215,10 @@ def _parse_http(value: object) -> dict[str, str]:
     if "http2" in section and not isinstance(section["http2"], bool):
         raise ConfigError("http_server_config.http2", "must be true or false")
     headers: dict[str, str] = {}
-    for name, header_value in _section(section.get("headers") or {}, "http_server_config.headers").items():
+    headers_section = section.get("headers")
+    for name, header_value in _section(
+        {} if headers_section is None else headers_section, "http_server_config.headers"
+    ).items():
         path = f"http_server_config.headers.{name}"
         if name not in _ALLOWED_HEADERS:
             raise ConfigError(path, f"cannot be configured; allowed: {', '.join(_ALLOWED_HEADERS)}")
@@ -229,7 +237,8 @@ def _parse_http(value: object) -> dict[str, str]:
 def _parse_users(value: object) -> dict[str, bytes]:
     """Parse `basic_auth_users`: user name -> bcrypt hash. Hashes never appear in errors."""
     users: dict[str, bytes] = {}
-    for user, hashed in _section(value or {}, "basic_auth_users").items():
+    # Only a missing or null section means no users: `basic_auth_users: false` must not turn authentication off.
+    for user, hashed in _section({} if value is None else value, "basic_auth_users").items():
         path = f"basic_auth_users.{user}"
         if ":" in user:
             raise ConfigError(path, "user names cannot contain ':' (basic auth splits on it)")
@@ -270,10 +279,8 @@ def _string_list(value: object, path: str) -> list[str]:
 
 
 def _read_file(path: Path, key: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{_TLS}.{key}", f"cannot read {path}: {_reason(exc)}") from None
+    # A CA bundle may be large, but a FIFO or a device must not block start-up.
+    return small_file(path, str(path), f"{_TLS}.{key}", MAX_FILE_BYTES)
 
 
 def _reason(exc: BaseException) -> str:

@@ -80,10 +80,10 @@ class _Loader(_Base):  # type: ignore[valid-type,misc]
     """The safe loader, keeping dates as text and reporting a value that does not fit its tag by position."""
 
     def construct_object(self, node: Node, deep: bool = False) -> object:
-        """Construct one node; `!!int ten` is a positioned error, not a ValueError quoting the value."""
+        """Construct one node; `!!int ten` is a positioned error, not an exception quoting the value."""
         try:
             return super().construct_object(node, deep=deep)
-        except (ValueError, OverflowError):
+        except (ValueError, OverflowError, KeyError):  # KeyError: `!!bool` of anything but a boolean word
             tag = node.tag.replace(_CORE, "!!")
             raise yaml.constructor.ConstructorError(
                 None, None, f"value does not match its tag {tag}", node.start_mark
