@@ -1,9 +1,10 @@
 """Strict YAML for every file the project reads (config, web config, simulator scenarios), and `ConfigError`.
 
 One loader (libyaml's CSafeLoader when PyYAML has it, else SafeLoader) and one set of rules: a document holds
-plain mappings, lists and scalars. Duplicate keys, anchors and aliases (so merge keys and "billion laughs"
-bombs), and tags beyond the core schema are refused, each with its position or key path. Date-like scalars stay
-the strings they were written as. No error text quotes the document, which may hold a secret.
+plain mappings, lists and scalars. Duplicate keys, aliases (so merge keys and "billion laughs" bombs; an anchor
+no alias uses changes nothing), and tags beyond the core schema are refused, each with its position or key path.
+Date-like scalars stay the strings they were written as. No error text quotes the document, which may hold a
+secret.
 """
 
 from __future__ import annotations
