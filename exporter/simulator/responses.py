@@ -36,8 +36,8 @@ def entra_error(status: int, error: str, code: int, message: str) -> Response:
     stamp = now.strftime("%Y-%m-%d %H:%M:%SZ")
     trace_id, correlation_id = str(uuid.uuid4()), str(uuid.uuid4())
     description = (
-        f"AADSTS{code}: {message}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: "
-        f"{now.strftime('%Y-%m-%d %H:%M:%S')}.{now.microsecond // 1000:03d}Z"
+        # The error reference's samples end "Timestamp: 2016-01-09 02:02:12Z": whole seconds.
+        f"AADSTS{code}: {message}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {stamp}"
     )
     document = {
         "error": error,
