@@ -319,7 +319,6 @@ class Poller:
                 state = state.counted(endpoint, status)
             state = replace(
                 state,
-                last_attempt=now,
                 poll_duration=duration,
                 token_expiry=tokens.expiry,
                 token_mfa=tokens.mfa,

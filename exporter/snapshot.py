@@ -29,7 +29,6 @@ class TenantState:
     summaries: tuple[InvoiceSummary, ...] | None = None  # last good values; None before one, or once stale
     up: bool | None = None  # None until this process finished a poll of the tenant
     last_success: float | None = None  # Unix seconds
-    last_attempt: float | None = None
     poll_duration: float | None = None
     last_error: str | None = None  # one line, for the landing page; never holds a secret
     token_expiry: float | None = None
