@@ -26,8 +26,9 @@ from exporter.config.web import load_web_config
 from exporter.poller import RetryPolicy
 from exporter.server.connections import DEFAULT_LIMITS, Limits, serve_in_thread
 from exporter.server.http import ExporterServer, Routes
-from exporter.snapshot import Snapshot
-from tests.fakes import FakeUpstream, respond, tenant_yaml
+from exporter.server.landing import landing_page
+from exporter.snapshot import Snapshot, SnapshotStore
+from tests.fakes import FakeUpstream, make_config, respond, tenant_yaml
 from tests.support import wait_until
 
 FAST = RetryPolicy(attempts=1, base_delay=0.001, max_delay=0.001)
@@ -111,6 +112,47 @@ def test_metrics_gzip_when_asked(running: tuple[App, Path]) -> None:
     assert b"partnercenter_exporter_build_info" in gzip.decompress(body)
 
 
+PROMETHEUS_2 = (  # Prometheus 2's default scrape Accept
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+# Prometheus 3 with scrape_protocols: [PrometheusText0.0.4, OpenMetricsText1.0.0]: the operator prefers text.
+TEXT_FIRST = "text/plain;version=0.0.4;q=0.6,application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.4"
+
+
+@pytest.mark.parametrize(
+    ("accept", "openmetrics"),
+    [
+        (PROMETHEUS_2, True),
+        ("application/openmetrics-text; version=1.0.0", True),
+        (TEXT_FIRST, False),
+        ("application/openmetrics-text;q=0, text/plain;version=0.0.4", False),  # q=0: "not acceptable"
+        ("*/*", False),
+        ("", False),
+    ],
+)
+def test_the_format_is_chosen_by_the_accept_headers_weights(
+    running: tuple[App, Path], accept: str, openmetrics: bool
+) -> None:
+    app, _ = running
+    answer = httpx.get(app.url + "/metrics", headers={"Accept": accept} if accept else {})
+    expected = "application/openmetrics-text" if openmetrics else "text/plain; version=0.0.4"
+    assert answer.headers["content-type"].startswith(expected)
+
+
+@pytest.mark.parametrize("lengths", [(b"-1",), (b"abc",), (b"\xc2\xb2",), (b"0", b"30")])
+def test_a_request_of_unknown_length_is_refused_and_its_connection_closed(
+    running: tuple[App, Path], lengths: tuple[bytes, ...]
+) -> None:
+    # RFC 9112 6.3: where the request ends is unknown; what follows must not be taken for another request.
+    app, _ = running
+    heads = b"".join(b"Content-Length: " + n + b"\r\n" for n in lengths)
+    smuggled = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n"
+    raw = _exchange(app, b"POST /-/reload HTTP/1.1\r\nHost: t\r\n" + heads + b"\r\n" + smuggled)
+    status, headers, _, rest = _answer(raw)
+    assert (status, headers["connection"], rest) == (400, "close", b"")
+
+
 def test_landing_page_lists_tenants_and_escapes_upstream_text(running: tuple[App, Path]) -> None:
     app, _ = running
     wait_until(lambda: httpx.get(app.url + "/readyz").status_code == 200, what="readiness")
@@ -121,6 +163,12 @@ def test_landing_page_lists_tenants_and_escapes_upstream_text(running: tuple[App
     assert "<script>" not in page.text
     assert "&lt;script&gt;" in page.text
     assert 'href="metrics"' in page.text
+
+
+@pytest.mark.parametrize(("interval", "shown"), [("90s", "1m30s"), ("1h59m", "1h59m"), ("36h", "36h"), ("10m", "10m")])
+def test_landing_page_gives_the_interval_as_configured(tmp_path: Path, interval: str, shown: str) -> None:
+    store = SnapshotStore(make_config(tmp_path, tenant_yaml("contoso"), interval=interval), time.time())
+    assert f"every\n{shown}." in landing_page(store.current)
 
 
 def test_readyz_waits_for_every_tenant(tmp_path: Path, upstream: FakeUpstream) -> None:
@@ -230,6 +278,9 @@ def test_basic_auth_and_tls(tmp_path: Path, upstream: FakeUpstream) -> None:
             assert client.post(app.url + "/-/reload").status_code == 401
         with pytest.raises(httpx.ConnectError):
             httpx.get(app.url + "/healthz")  # untrusted certificate
+        # A scraper with the wrong scheme is told, as Go's net/http tells it, not reset.
+        plain = httpx.get(app.url.replace("https://", "http://") + "/metrics")
+        assert (plain.status_code, plain.text) == (400, "Client sent an HTTP request to an HTTPS server.\n")
     finally:
         app.stop()
 

@@ -32,6 +32,7 @@ _FULL_WARNING_INTERVAL = 60.0
 # Before closing, read what the client still sends for this long (as Go's net/http does): closing with unread
 # input resets the connection, and the reset can destroy the last answer (a 431, a 400) before the client reads it.
 _LINGER = 0.5
+_PLAIN_HTTP_TO_TLS = b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,11 @@ class BoundedServer(ThreadingHTTPServer):
                 try:
                     # The handshake's timeout bounds the whole handshake, not each read of it.
                     request.settimeout(self.limits.header_timeout)
+                    if request.recv(1, socket.MSG_PEEK) not in (b"\x16", b""):  # not a TLS handshake record
+                        # A scraper with the wrong scheme: say so, in the words of Go's net/http.
+                        request.sendall(_PLAIN_HTTP_TO_TLS)
+                        self.shutdown_request(request)
+                        return
                     request = self.ssl_context.wrap_socket(request, server_side=True)
                 except OSError as exc:  # ssl.SSLError and TimeoutError included
                     log.debug("tls handshake failed", extra={"client": client_address[0], "err": _describe(exc)})

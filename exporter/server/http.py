@@ -8,6 +8,7 @@ out is `exporter.server.connections`.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -32,6 +33,7 @@ _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 # A body nobody reads is read and dropped up to this size, so that the connection can take the next request;
 # after a larger one (or a chunked one) the connection closes.
 _MAX_DISCARDED_BODY = 64 * 1024
+_QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 
 
 class Routes:
@@ -80,6 +82,12 @@ class _Handler(BoundedHandler):
 
     def answer(self) -> None:
         """Answer a request: credentials first (except on open paths), then the path, then the method."""
+        lengths = set(self.headers.get_all("Content-Length") or ())
+        if len(lengths) > 1 or not all(n.isascii() and n.isdigit() for n in lengths):
+            # A framing error (RFC 9112 6.3): where this request ends, and the next begins, is unknown.
+            self.close_connection = True
+            self._send(_error(HTTPStatus.BAD_REQUEST))
+            return
         self._discard_body()
         routes = self.server.routes
         path = self.path.split("?", 1)[0]
@@ -119,8 +127,11 @@ class _Handler(BoundedHandler):
         return _Answer(HTTPStatus.OK if ok else HTTPStatus.BAD_REQUEST, (message + "\n").encode())
 
     def _metrics(self) -> _Answer:
-        openmetrics = "application/openmetrics-text" in self.headers.get("Accept", "")
-        gzip = _accepts_gzip(self.headers.get("Accept-Encoding", ""))
+        # By weight: Prometheus ranks the formats by q-value, as its scrape_protocols list them.
+        accept = _weights(self.headers.get("Accept", ""))
+        om, text = accept.get("application/openmetrics-text", 0.0), accept.get("text/plain", 0.0)
+        openmetrics = om > 0 and om >= text
+        gzip = _weights(self.headers.get("Accept-Encoding", "")).get("gzip", 0.0) > 0
         body, content_type = self.server.routes.exposition.body(openmetrics, gzip)
         # Both request headers choose what comes back, so a cache in between must key on both.
         headers = {"Vary": "Accept, Accept-Encoding"}
@@ -131,7 +142,7 @@ class _Handler(BoundedHandler):
     def _discard_body(self) -> None:
         length = self.headers.get("Content-Length")
         if self.headers.get("Transfer-Encoding") is not None or (
-            length is not None and not (length.isdigit() and int(length) <= _MAX_DISCARDED_BODY)
+            length is not None and int(length) > _MAX_DISCARDED_BODY
         ):
             self.close_connection = True
         elif length:
@@ -177,10 +188,16 @@ class _Handler(BoundedHandler):
         return self.server_version
 
 
-def _accepts_gzip(accept_encoding: str) -> bool:
-    for part in accept_encoding.split(","):
-        coding, _, params = part.strip().partition(";")
-        if coding.strip().lower() == "gzip":
-            q = params.strip().removeprefix("q=").strip()
-            return not (params and q.replace(".", "", 1).isdigit() and float(q) == 0)
-    return False
+def _weights(header: str) -> dict[str, float]:
+    """The media types or codings an Accept or Accept-Encoding header names, with their weights (RFC 9110 12.4.2)."""
+    weights: dict[str, float] = {}
+    for part in header.split(","):
+        name, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q" and _QVALUE.fullmatch(value.strip()):
+                q = float(value)
+        if name:
+            weights[name.lower()] = max(q, weights.get(name.lower(), 0.0))
+    return weights

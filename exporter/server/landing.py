@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime
 
 from exporter import __version__
+from exporter.config import format_duration
 from exporter.snapshot import Snapshot, TenantState
 
 
@@ -58,7 +59,7 @@ code {{ background: #f4f4f4; padding: 0 .2rem; }}
 <body>
 <h1>Partner Center Exporter</h1>
 <p>Version <code>{html.escape(__version__)}</code>. Polls Microsoft Partner Center invoice summaries every
-{html.escape(_age(snap.config.interval))}.</p>
+{html.escape(format_duration(snap.config.interval))}.</p>
 <ul>
 <li><a href="metrics">Metrics</a></li>
 <li><a href="healthz">Health</a> &middot; <a href="readyz">Readiness</a></li>
