@@ -21,7 +21,7 @@ from exporter.config import Config, TenantConfig
 from exporter.files import remove_orphans
 from exporter.secret import Secret
 from exporter.snapshot import SnapshotStore, TenantState
-from exporter.upstream.auth import CredentialError, TokenCache, token_form
+from exporter.upstream.auth import CredentialError, TokenCache, read_refresh_token, token_form
 from exporter.upstream.client import PartnerCenterClient, Session, TransportFactory
 from exporter.upstream.errors import UpstreamError
 from exporter.upstream.model import InvoiceSummary
@@ -155,12 +155,11 @@ class Poller:
             elif _identity(t.config) != _identity(tc):
                 restarted.append(tc.name)
                 self._new_tokens(t, tc)
-            elif tc.refresh_token != t.tokens.on_disk:
+            elif (found := _new_refresh_token(t, tc)) is not None:
                 # The file holds a token the exporter neither read nor wrote: a new consent, used at once (and
                 # never overwritten by a rotation of the old chain).
                 log.info("refresh_token_file holds a new refresh token; polling with it", extra={"tenant": tc.name})
-                self._new_tokens(t, tc)
-                t.last_started = None
+                self._new_tokens(t, replace(tc, refresh_token=found))
             elif reschedule:
                 self._stop(t)
             t.config = tc
@@ -180,9 +179,11 @@ class Poller:
                     self._start(t)
 
     def _new_tokens(self, t: _Tenant, tc: TenantConfig) -> None:
+        """Start the tenant's tokens afresh from `tc`, and poll it at once."""
         write_errors = t.tokens.write_errors  # a counter: it carries on
         t.tokens = TokenCache(tc)
         t.tokens.write_errors = write_errors
+        t.last_started = None
         self._stop(t)
 
     def _start(self, t: _Tenant) -> None:
@@ -218,7 +219,7 @@ class Poller:
 
     async def _poll(self, t: _Tenant) -> None:
         """One poll of one tenant: token if needed, the invoice request, retries; then publish the outcome."""
-        t.last_started = time.monotonic()
+        started = time.monotonic()
         tc = t.config
         sent: list[tuple[str, str | None]] = []  # (endpoint, failure status) of every request sent
         summaries: tuple[InvoiceSummary, ...] | None = None
@@ -264,8 +265,9 @@ class Poller:
                     await asyncio.sleep(self._backoff(attempt))
                     continue
                 break
-        duration = time.monotonic() - t.last_started
-        self._publish(t, sent, summaries, error, duration)
+        # Only a finished poll counts for the schedule: one a reload cancelled is done again at once.
+        t.last_started = started
+        self._publish(t, sent, summaries, error, time.monotonic() - started)
 
     def _hold_off(self, t: _Tenant, retry_after: float | None) -> None:
         """No poll of this tenant before Retry-After; never longer than max_staleness, whatever the header says."""
@@ -388,8 +390,19 @@ def _transport(config: Config) -> tuple[object, ...]:
 
 
 def _identity(tc: TenantConfig) -> TenantConfig:
-    # Thresholds only change what the collector shows; they are no reason to fetch a new token.
-    return replace(tc, thresholds=MappingProxyType({}))
+    # Thresholds and payment terms only change what the collector shows; they are no reason to fetch a new token.
+    return replace(tc, thresholds=MappingProxyType({}), payment_terms=None, credential_source=("", ""))
+
+
+def _new_refresh_token(t: _Tenant, tc: TenantConfig) -> Secret | None:
+    """A token in the tenant's refresh_token_file that the exporter neither read nor wrote, read now, on the loop.
+
+    Not the one the reload read in its own thread: a rotation written since then would look like a new consent.
+    """
+    if tc.refresh_token_file is None or tc.refresh_token == t.tokens.on_disk:
+        return None
+    found = read_refresh_token(tc.refresh_token_file)
+    return found if found is not None and found != t.tokens.on_disk else None
 
 
 def _secrets_of(t: _Tenant) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ import asyncio
 import os
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,7 +16,7 @@ import pytest
 from exporter.config import Config
 from exporter.poller import Poller, RetryPolicy
 from exporter.snapshot import SnapshotStore, TenantState
-from tests.fakes import FakeUpstream, make_config, ok_summary, respond, tenant_yaml, token_response
+from tests.fakes import SUMMARY_BODY, FakeUpstream, make_config, ok_summary, respond, tenant_yaml, token_response
 
 FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002, default_retry_after=60)
 
@@ -413,3 +413,81 @@ def test_a_retry_after_no_answer_keeps_its_request_id_and_one_after_an_answer_ge
     assert sent[0]["MS-RequestId"] == sent[1]["MS-RequestId"] != sent[2]["MS-RequestId"]
     assert len({h["MS-CorrelationId"] for h in sent}) == 3  # "reset for every call"
     assert _state(store, "a").up is True
+
+
+def _run_with(poller: Poller, steps: Callable[[], Awaitable[None]]) -> None:
+    """Run the poller's schedule while `steps` runs, then stop it."""
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(poller.run(stop))
+        try:
+            await steps()
+        finally:
+            stop.set()
+            await task
+
+    asyncio.run(go())
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def test_a_reload_that_changes_a_tenants_identity_polls_it_at_once(tmp_path: Path) -> None:
+    # The runbook's fix for a wrong secret is a new one and a reload: an interval (10m by default) without data
+    # would follow otherwise, with /readyz at 503.
+    upstream = FakeUpstream()
+    config = make_config(tmp_path, tenant_yaml("a"), interval="1h")
+    poller, store = _poller(config, upstream)
+    fixed = make_config(tmp_path, tenant_yaml("a").replace("secret-of-a", "new-secret"), interval="1h")
+
+    async def steps() -> None:
+        await _until(lambda: store.current.tenants["a"].up is True)
+        await poller.apply_config(fixed)
+        await _until(lambda: upstream.count("a.onmicrosoft.com", "token") == 2)
+
+    _run_with(poller, steps)
+    assert upstream.count("a.onmicrosoft.com", "summary") == 2
+
+
+def test_a_payment_terms_change_restarts_nothing(tmp_path: Path) -> None:
+    upstream = FakeUpstream()
+    poller, store = _poller(make_config(tmp_path, tenant_yaml("a", extra="payment_terms: 30d")), upstream)
+    changed = make_config(tmp_path, tenant_yaml("a", extra="payment_terms: 45d"))
+
+    async def steps() -> None:
+        await poller.poll_all()
+        await poller.apply_config(changed)
+        await poller.poll_all()
+
+    asyncio.run(steps())
+    asyncio.run(poller.aclose())
+    assert upstream.count("a.onmicrosoft.com", "token") == 1
+    assert store.current.tenants["a"].requests["summary"] == 2
+    assert store.current.config.tenants[0].payment_terms == 45 * 86400
+
+
+def test_a_poll_a_reload_cancelled_is_done_again_at_once(tmp_path: Path) -> None:
+    release = asyncio.Event()
+
+    async def held(request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return httpx.Response(200, content=SUMMARY_BODY)
+
+    upstream = FakeUpstream(tenants={"a.onmicrosoft.com": [held]})  # type: ignore[list-item]
+    poller, store = _poller(make_config(tmp_path, tenant_yaml("a"), interval="1h"), upstream)
+    # Another timeout means new clients: the in-flight poll is cancelled.
+    more_slots = make_config(tmp_path, tenant_yaml("a"), interval="1h", timeout="3s")
+
+    async def steps() -> None:
+        await _until(lambda: upstream.count("a.onmicrosoft.com", "summary") == 1)
+        await poller.apply_config(more_slots)
+        release.set()
+        await _until(lambda: store.current.tenants["a"].up is True)
+
+    _run_with(poller, steps)
+    assert upstream.count("a.onmicrosoft.com", "summary") == 2

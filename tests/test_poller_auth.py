@@ -358,3 +358,49 @@ def test_a_refresh_token_file_replaced_before_a_reload_is_used_and_not_overwritt
     assert sent_refresh_tokens() == ["refresh-0", "new-consent"]
     assert (tmp_path / "a.token").read_text() == "refresh-2\n"  # rotated from the new consent's chain
     assert _state(store).up is True
+
+
+def test_a_refresh_token_file_replaced_without_a_reload_is_not_overwritten_by_the_next_rotation(
+    tmp_path: Path,
+) -> None:
+    # Between the operator's new token and the reload, a rotation of the old chain must not write over it.
+    upstream = FakeUpstream()
+    config = make_config(tmp_path, _app_user(tmp_path))
+    store = SnapshotStore(config, time.time())
+    poller = Poller(config, store, transport_factory=upstream.transport, retry=FAST)
+
+    async def go() -> None:
+        try:
+            await poller.poll_all()  # refresh-0 -> refresh-1, written back
+            (tmp_path / "a.token").write_text("new-consent\n")
+            poller._tenants["a"].tokens.invalidate()  # the access token ran out: the next poll rotates again
+            await poller.poll_all()  # refresh-1 -> refresh-2, which must not replace the new consent
+            await poller.poll_all()  # and the new consent's token is the next one used
+        finally:
+            await poller.aclose()
+
+    asyncio.run(go())
+    forms = [urllib.parse.parse_qs(r.content.decode()) for _, _, e, r in upstream.log if e == "token"]
+    assert [form["refresh_token"][0] for form in forms] == ["refresh-0", "refresh-1", "new-consent"]
+    assert (tmp_path / "a.token").read_text() == "refresh-3\n"  # rotated from the new consent's chain
+    assert _state(store).refresh_token_write_errors == 0
+
+
+def test_a_reload_that_read_the_file_before_a_rotation_is_no_new_consent(tmp_path: Path) -> None:
+    # A reload reads the file in its own thread; a rotation written before it is applied must not look new.
+    upstream = FakeUpstream()
+    config = make_config(tmp_path, _app_user(tmp_path))  # read while the file held refresh-0
+    store = SnapshotStore(config, time.time())
+    poller = Poller(config, store, transport_factory=upstream.transport, retry=FAST)
+
+    async def go() -> None:
+        try:
+            await poller.poll_all()  # refresh-0 -> refresh-1, written back
+            await poller.apply_config(config)  # a reload whose read came before that write
+            await poller.poll_all()
+        finally:
+            await poller.aclose()
+
+    asyncio.run(go())
+    assert upstream.count("a.onmicrosoft.com", "token") == 1  # the token in hand was kept
+    assert (tmp_path / "a.token").read_text() == "refresh-1\n"

@@ -13,6 +13,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 from exporter.config import AssertionFile, Certificate, TenantConfig
 from exporter.config.credentials import ASSERTION_TYPE
@@ -103,6 +104,16 @@ def token_has_mfa(access_token: Secret) -> bool | None:
     return "mfa" in amr if isinstance(amr, list) else False
 
 
+def read_refresh_token(path: Path) -> Secret | None:
+    """The token in a refresh token file now; None when it cannot be read or is empty."""
+    try:
+        with path.open("rb") as handle:
+            token = handle.read(64 * 1024).decode("utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return Secret(token) if token else None
+
+
 class TokenCache:
     """The access token in hand for one tenant and, App+User, its current refresh token."""
 
@@ -141,6 +152,14 @@ class TokenCache:
             return
         self.refresh_token = grant.refresh_token
         if path is None:
+            return
+        found = read_refresh_token(path)
+        if found is not None and found != self.on_disk:
+            # Somebody put another token there (a new consent, the runbook's fix) since the exporter last read or
+            # wrote it: it wins over this rotation of the old chain, from the next token request on.
+            log.warning("refresh_token_file holds a new refresh token; using it", extra={"tenant": self._tenant.name})
+            self.refresh_token = self.on_disk = found
+            self._token = None
             return
         try:
             write_atomically(path, grant.refresh_token.reveal() + "\n")
