@@ -20,6 +20,7 @@ from exporter.collector import ExporterCollector, TenantCollector
 from exporter.config import Config, ConfigError, load_config
 from exporter.config.web import WebConfig
 from exporter.exposition import Exposition
+from exporter.files import remove_orphans
 from exporter.poller import Poller, RetryPolicy
 from exporter.server.connections import DEFAULT_LIMITS, Limits, serve_in_thread
 from exporter.server.http import ExporterServer, Routes
@@ -42,6 +43,8 @@ def restore_state(store: SnapshotStore, config: Config) -> None:
     """Seed the store from `config.state_file`, dropping what is already older than max_staleness."""
     if config.state_file is None:
         return
+    for orphan in remove_orphans([config.state_file]):
+        log.warning("removed a temp file a killed state file write left behind", extra={"path": str(orphan)})
     now = time.time()
     restored = load_state(config.state_file, config)
     store.update_tenants(

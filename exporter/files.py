@@ -16,8 +16,10 @@ def write_atomically(path: Path, text: str) -> None:
     directory is not synced: a rename lost to a power cut leaves the previous file, which is as good. The state
     file is a cache, and Entra keeps a rotated refresh token's predecessor valid ("doesn't revoke old refresh
     tokens when used to fetch new access tokens", learn.microsoft.com/entra/identity-platform/refresh-tokens).
-    That halves the fsyncs of a cold start, when every App+User tenant's token is rotated at once.
+    That halves the fsyncs of a cold start, when every App+User tenant's token is rotated at once. A symbolic link
+    is followed: the file it names is replaced, and the link stays.
     """
+    path = path.resolve()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o600)
@@ -37,7 +39,7 @@ def remove_orphans(paths: Iterable[Path]) -> list[Path]:
     Each directory is listed once: a thousand token files in one directory must not mean a million names read.
     """
     wanted: dict[Path, set[str]] = {}
-    for path in paths:
+    for path in map(Path.resolve, paths):  # where write_atomically writes
         wanted.setdefault(path.parent, set()).add(path.name)
     removed = []
     for directory, names in wanted.items():

@@ -120,3 +120,31 @@ def test_state_of_a_tenant_that_changed_account_is_ignored(tmp_path: Path) -> No
         assert _value(second, BALANCE) is None
     finally:
         second.stop()
+
+
+def test_temp_files_of_a_killed_state_write_are_removed_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each holds a tenant's balances; a process killed while writing leaves one.
+    config_file = _config_file(tmp_path, tenant_yaml("a"))
+    orphan = tmp_path / ".state.json.k1ll3d.tmp"
+    orphan.write_text("{}")
+    unrelated = tmp_path / ".other.json.x.tmp"
+    unrelated.write_text("{}")
+    app = _app(config_file, FakeUpstream())
+    app.stop()
+    assert not orphan.exists()
+    assert unrelated.exists()
+    assert any("killed state file write" in r.getMessage() for r in caplog.records)
+
+
+def test_a_state_file_that_is_a_symbolic_link_keeps_its_link(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "state.json").symlink_to(tmp_path / "data" / "real-state.json")
+    app = _app(_config_file(tmp_path, tenant_yaml("a")), FakeUpstream(tenants={"a.onmicrosoft.com": [ok_summary(7)]}))
+    try:
+        wait_until((tmp_path / "data" / "real-state.json").exists, what="state written through the link")
+    finally:
+        app.stop()
+    assert (tmp_path / "state.json").is_symlink()
+    assert '"balance":7.0' in (tmp_path / "data" / "real-state.json").read_text()

@@ -293,9 +293,10 @@ class _Parser:
         token = self._read.small_text_file(file, shown, where).strip()
         if not token:
             raise ConfigError(where, f"{shown} is empty")
-        if file.parent not in self._writable:
-            credentials.check_writable_directory(file.parent, shown, where)
-            self._writable.add(file.parent)
+        directory = file.resolve().parent  # a symbolic link's target is what gets replaced
+        if directory not in self._writable:
+            credentials.check_writable_directory(directory, shown, where)
+            self._writable.add(directory)
         return file, Secret(token)
 
     def _thresholds(self, item: Mapping_, path: str, default: Mapping[str, Threshold]) -> Mapping[str, Threshold]:
