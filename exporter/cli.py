@@ -15,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -199,29 +199,42 @@ def _once(config: Config) -> int:
 
 
 def _serve(config: Config, path: Path | None, listen: tuple[str, int], web: WebConfig | None) -> int:
-    """Serve until SIGTERM or SIGINT; no config `path` is the demo."""
-    try:
-        app = App(config, config_path=path, listen=listen, web_config=web)
-    except OSError as exc:
-        address = f"{listen[0]}:{listen[1]}"
-        log.error("cannot listen", extra={"address": address, "err": exc.strerror or type(exc).__name__})
-        return 1
+    """Serve until SIGTERM or SIGINT; no config `path` is the demo.
+
+    The handlers are in place from before the state is restored until the process has stopped: a signal during
+    start-up, or a second one during shutdown, must not end it with a signal's status.
+    """
     stop = StopRequest()
-    with _signals(app, stop):
+    app: App | None = None
+
+    def reload() -> None:
+        if app is not None:  # a SIGHUP before the app exists has nothing to reload
+            app.reload()
+
+    with _signals(stop, reload):
+        try:
+            app = App(config, config_path=path, listen=listen, web_config=web)
+        except OSError as exc:
+            address = f"{listen[0]}:{listen[1]}"
+            log.error("cannot listen", extra={"address": address, "err": exc.strerror or type(exc).__name__})
+            return 1
         app.start()
         if path is None:
             log.info("demo running; Ctrl-C stops it", extra={"metrics": f"{app.url}/metrics", "tenants": f"{app.url}/"})
         stop.wait()
-    log.info("shutting down")
-    app.stop()
+        log.info("shutting down")
+        app.stop()
     return 0
 
 
 @contextlib.contextmanager
-def _signals(app: App, stop: StopRequest) -> Iterator[None]:
+def _signals(stop: StopRequest, reload: Callable[[], object]) -> Iterator[None]:
+    """SIGTERM and SIGINT request the stop; SIGHUP reloads, unless a stop was requested."""
+
     def on_hup(signum: int, frame: FrameType | None) -> None:
-        # Reload off the signal handler: it does file I/O and waits on the poller loop.
-        threading.Thread(target=app.reload, name="sighup-reload", daemon=True).start()
+        if not stop.requested:
+            # Reload off the signal handler: it does file I/O and waits on the poller loop.
+            threading.Thread(target=reload, name="sighup-reload", daemon=True).start()
 
     previous = {
         s: signal.signal(s, h)

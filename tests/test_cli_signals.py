@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
@@ -49,7 +48,7 @@ def _until(condition: Callable[[], object], timeout: float = 5.0) -> bool:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stop_signal_ends_the_wait(sig: int) -> None:
     stop = StopRequest()
-    with _signals(cast(Any, _App()), stop):
+    with _signals(stop, _App().reload):
         waiting = threading.Thread(target=stop.wait, daemon=True)
         waiting.start()
         os.kill(os.getpid(), sig)  # handled by this, the main, thread
@@ -59,11 +58,22 @@ def test_a_stop_signal_ends_the_wait(sig: int) -> None:
 
 def test_sighup_reloads_in_a_thread_of_its_own() -> None:
     app, stop = _App(), StopRequest()
-    with _signals(cast(Any, app), stop):
+    with _signals(stop, app.reload):
         os.kill(os.getpid(), signal.SIGHUP)
         assert _until(lambda: app.reloaded_on), "no reload after SIGHUP"
     assert app.reloaded_on == ["sighup-reload"]
     assert not stop.requested
+
+
+def test_sighup_after_a_stop_request_reloads_nothing() -> None:
+    # The app is being stopped: its poller loop may be gone.
+    app, stop = _App(), StopRequest()
+    with _signals(stop, app.reload):
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert _until(lambda: stop.requested)
+        os.kill(os.getpid(), signal.SIGHUP)  # its handler runs in this thread before the next line does
+        assert not [t for t in threading.enumerate() if t.name == "sighup-reload"]
+    assert app.reloaded_on == []
 
 
 # Python that both scripts below start with: after sigterm_at_line(N, code), the N-th line the calling thread runs
