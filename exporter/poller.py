@@ -21,7 +21,7 @@ from exporter.config import Config, TenantConfig
 from exporter.files import remove_orphans
 from exporter.secret import Secret
 from exporter.snapshot import SnapshotStore, TenantState
-from exporter.upstream.auth import CredentialError, TokenCache, read_refresh_token, token_form
+from exporter.upstream.auth import CredentialError, TokenCache, token_form
 from exporter.upstream.client import PartnerCenterClient, Session, TransportFactory
 from exporter.upstream.errors import UpstreamError
 from exporter.upstream.model import InvoiceSummary
@@ -155,7 +155,7 @@ class Poller:
             elif _identity(t.config) != _identity(tc):
                 restarted.append(tc.name)
                 self._new_tokens(t, tc)
-            elif (found := _new_refresh_token(t, tc)) is not None:
+            elif (found := t.tokens.new_token_in_file(tc)) is not None:
                 # The file holds a token the exporter neither read nor wrote: a new consent, used at once (and
                 # never overwritten by a rotation of the old chain).
                 log.info("refresh_token_file holds a new refresh token; polling with it", extra={"tenant": tc.name})
@@ -252,7 +252,7 @@ class Poller:
                     # A token refreshed from the same consent has the same claims: no retry, no new token.
                     error = MFA_HELP
                     break
-                error = _redact(f"{exc.endpoint}: {exc.status}: {exc.body.description}", _secrets_of(t))
+                error = t.tokens.redact(f"{exc.endpoint}: {exc.status}: {exc.body.description}")
                 if exc.status == "401" and exc.endpoint != "token" and not reauthenticated:
                     # The token was revoked or expired early: one more try with a fresh one.
                     t.tokens.invalidate()
@@ -351,9 +351,8 @@ class Poller:
             self._on_success()
 
     def _log_failure(self, t: _Tenant, exc: UpstreamError, attempt: int) -> None:
-        secrets = _secrets_of(t)
         # Every text an error body gave (its code and ids too) could echo a credential.
-        fields = {k: _redact(v, secrets) if isinstance(v, str) else v for k, v in exc.fields().items()}
+        fields = {k: t.tokens.redact(v) if isinstance(v, str) else v for k, v in exc.fields().items()}
         fields |= {"tenant": t.config.name, "attempt": attempt}
         if exc.mfa_required:
             log.error("request refused: the App+User token has no MFA claim; consent again with MFA", extra=fields)
@@ -392,28 +391,3 @@ def _transport(config: Config) -> tuple[object, ...]:
 def _identity(tc: TenantConfig) -> TenantConfig:
     # Thresholds and payment terms only change what the collector shows; they are no reason to fetch a new token.
     return replace(tc, thresholds=MappingProxyType({}), payment_terms=None, credential_source=("", ""))
-
-
-def _new_refresh_token(t: _Tenant, tc: TenantConfig) -> Secret | None:
-    """A token in the tenant's refresh_token_file that the exporter neither read nor wrote, read now, on the loop.
-
-    Not the one the reload read in its own thread: a rotation written since then would look like a new consent.
-    """
-    if tc.refresh_token_file is None or tc.refresh_token == t.tokens.on_disk:
-        return None
-    found = read_refresh_token(tc.refresh_token_file)
-    return found if found is not None and found != t.tokens.on_disk else None
-
-
-def _secrets_of(t: _Tenant) -> tuple[str, ...]:
-    credential = t.config.credential if isinstance(t.config.credential, Secret) else None
-    candidates = (credential, t.config.refresh_token, *t.tokens.secrets())
-    values = [s.reveal() for s in candidates if s is not None]
-    return tuple(v for v in values if len(v) >= 4)
-
-
-def _redact(text: str, secrets: tuple[str, ...]) -> str:
-    """Mask secret values in upstream-provided text (a proxy might echo a request body back)."""
-    for secret in secrets:
-        text = text.replace(secret, "<redacted>")
-    return text

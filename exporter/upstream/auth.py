@@ -170,9 +170,23 @@ class TokenCache:
             fields = {"tenant": self._tenant.name, "path": str(path), "err": exc.strerror or type(exc).__name__}
             log.error("cannot write rotated refresh token; a restart would use the older one", extra=fields)
 
-    def secrets(self) -> tuple[Secret, ...]:
-        """Every secret this cache holds, so that error texts can be scrubbed of them."""
-        return tuple(s for s in (self._token, self.refresh_token) if s is not None)
+    def redact(self, text: str) -> str:
+        """`text` from upstream with every secret of the tenant masked (a proxy might echo a request back)."""
+        credential = self._tenant.credential if isinstance(self._tenant.credential, Secret) else None
+        for secret in (credential, self._tenant.refresh_token, self._token, self.refresh_token):
+            if secret is not None and len(value := secret.reveal()) >= 4:
+                text = text.replace(value, "<redacted>")
+        return text
+
+    def new_token_in_file(self, tenant: TenantConfig) -> Secret | None:
+        """A token in `tenant`'s refresh_token_file that this cache neither read nor wrote (a new consent), read now.
+
+        Not `tenant.refresh_token`, which a reload read in its own thread: a rotation written since would look new.
+        """
+        if tenant.refresh_token_file is None or tenant.refresh_token == self.on_disk:
+            return None
+        found = read_refresh_token(tenant.refresh_token_file)
+        return found if found is not None and found != self.on_disk else None
 
     def invalidate(self) -> None:
         """Forget the access token (after a 401), so that the next request gets a new one."""
