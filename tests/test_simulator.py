@@ -5,6 +5,7 @@ The token endpoint has its own module (test_simulator_entra.py), scenario files 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ from exporter.simulator import (
     TenantScenario,
     parse_scenario,
 )
+from exporter.simulator.cli import parse_listen
 from exporter.version import version_line
 from tests.support import free_port, wait_until
 from tests.test_simulator_support import (
@@ -238,6 +240,19 @@ def test_unknown_path_and_method(client: httpx.Client) -> None:
     assert_partner_error(response, 405, 800002)
 
 
+@pytest.mark.parametrize("method", ["PATCH", "OPTIONS", "PROPFIND"])
+def test_every_method_reaches_the_routes(client: httpx.Client, method: str) -> None:
+    # Not http.server's 501 HTML page: the token endpoint's AADSTS900561, the API's and control API's 405.
+    body = assert_entra_error(
+        client.request(method, "/app.example.com/oauth2/v2.0/token"), 400, "invalid_request", 900561
+    )
+    assert f"Received a {method} request" in body["error_description"]
+    response = client.request(method, "/v1/invoices/summary", headers={"Authorization": f"Bearer {app_token(client)}"})
+    assert_partner_error(response, 405, 800002)
+    control = client.request(method, "/_sim/tenants/app.example.com/faults")
+    assert (control.status_code, control.json()) == (405, {"error": f"method {method} not allowed here"})
+
+
 def test_keep_alive_serves_many_requests_on_one_connection(client: httpx.Client) -> None:
     token = app_token(client)
     ports = set()
@@ -418,6 +433,35 @@ def test_slow_body_fault_dribbles_the_normal_body(sim: Simulator, client: httpx.
     assert response.content == whole
 
 
+@pytest.mark.parametrize("status", [204, 304])
+def test_status_fault_without_content_keeps_the_connection_usable(
+    sim: Simulator, client: httpx.Client, status: int
+) -> None:
+    token = app_token(client)
+    set_faults(sim, "app.example.com", Fault(kind="status", status=status, count=1))
+    response = get(client, "summary", token)
+    assert (response.status_code, response.content) == (status, b"")
+    assert "content-length" not in response.headers
+    # The next answer on the same connection is read as an answer, not after a stray body.
+    again = get(client, "summary", token)
+    assert again.status_code == 200
+    assert again.json()["balanceAmount"] == 1500.25
+    addresses = {r.extensions["network_stream"].get_extra_info("client_addr") for r in (response, again)}
+    assert len(addresses) == 1
+
+
+@pytest.mark.parametrize("fault", [Fault(kind="huge", size_mb=0.01), Fault(kind="slow_body", seconds=0.2)])
+def test_head_gets_no_body_from_body_faults(sim: Simulator, client: httpx.Client, fault: Fault) -> None:
+    token = app_token(client)
+    set_faults(sim, "app.example.com", dataclasses.replace(fault, count=1))
+    head = client.head("/v1/invoices/summary", headers={"Authorization": f"Bearer {token}"})
+    assert (head.status_code, head.content) == (200, b"")
+    assert int(head.headers["content-length"]) > 0  # the length the GET's body would have
+    again = get(client, "summary", token)
+    assert again.status_code == 200
+    assert again.json()["balanceAmount"] == 1500.25
+
+
 def test_count_limits_a_fault_and_endpoint_selects_requests(sim: Simulator, client: httpx.Client) -> None:
     token = app_token(client)
     set_faults(sim, "app.example.com", Fault(kind="status", status=500, endpoint="token", count=2))
@@ -471,12 +515,35 @@ def test_control_api_faults(sim: Simulator, client: httpx.Client) -> None:
     assert get(client, "summary", token).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        # A list where a name belongs, a number beyond what a wait can take, JSON nested beyond the recursion limit:
+        # each used to drop the connection.
+        (b'[{"kind": []}]', "[0].kind: must be one of "),
+        (b'[{"kind": "reset", "endpoint": {}}]', "[0].endpoint: must be one of "),
+        (b'[{"kind": "timeout", "seconds": 1e12}]', "[0].seconds: must be at most 315,360,000"),
+        (b'[{"kind": "latency", "seconds": 1e300}]', "[0].seconds: must be at most 315,360,000"),
+        (b"[" * 200_000 + b"]" * 200_000, "invalid JSON: "),
+    ],
+)
+def test_control_api_refuses_bad_fault_lists_with_400(client: httpx.Client, body: bytes, error: str) -> None:
+    response = client.put("/_sim/tenants/app.example.com/faults", content=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith(error)
+    assert client.get("/_sim/healthz").status_code == 200  # on the same connection: it was kept
+
+
 def test_control_api_revoke(client: httpx.Client) -> None:
     app = app_token(client)
     answer = refresh(client, "initial-refresh-token")
+    user_app_only = app_token(client, "user.example.com", client_id=USER_CLIENT, secret="user-secret-value")
     assert client.post("/_sim/tenants/user.example.com/revoke").status_code == 200
     assert get(client, "summary", app).status_code == 200  # other tenants keep their tokens
+    # Unlike Entra (which revokes refresh tokens only), access tokens issued before are refused too, app-only ones
+    # included: docs/simulator.md, "Revocation departs from Entra on purpose".
     assert_partner_error(get(client, "summaries", answer["access_token"]), 401, 400)
+    assert_partner_error(get(client, "summary", user_app_only), 401, 400)
     for token in (answer["refresh_token"], "initial-refresh-token"):
         assert_entra_error(post_token(client, "user.example.com", refresh_form(token)), 400, "invalid_grant", 50173)
     # New app-only tokens still work after a revocation.
@@ -556,6 +623,16 @@ def test_drift_moves_balances_deterministically() -> None:
         assert body["balanceAmount"] >= 0
     assert at600["balanceAmount"] != at25["balanceAmount"]
     assert bodies() == seen
+
+
+def test_dates_at_the_ends_of_the_range_render() -> None:
+    edges = SCENARIO.replace(
+        'last_payment: {amount: 100, date: "2026-10-01T00:00:00Z"}',
+        'last_payment: {amount: 100, date: "0001-01-01T00:00:00Z"}',
+    ).replace('latest_invoice_date: "2026-11-01T00:00:00"', 'latest_invoice_date: "9999-12-31T23:59:59+00:00"')
+    with Simulator(parse_scenario(edges)) as s, httpx.Client(base_url=s.url) as c:
+        body = get(c, "summary", app_token(c)).json()
+    assert (body["lastPaymentDate"], body["latestInvoiceDate"]) == ("0001-01-01T00:00:00Z", "9999-12-31T23:59:59Z")
 
 
 QUIRK_CHECKS: dict[str, Callable[[bytes], bool]] = {
@@ -671,7 +748,15 @@ def test_cli_without_scenario_serves_the_default_one() -> None:
         (["--scenario=BAD"], "tenants[0].client_id: must be a non-empty string"),
         (["--scenario=MISSING"], "cannot read "),
         (["--scenario=DUPLICATE"], "tenants[0].tenant_id: duplicate key at line 1"),
+        (["--scenario=QUIRK"], "tenants[0].quirks[0]: unknown quirk"),
         (["--listen=nowhere"], "--listen: expected HOST:PORT"),
+        # Unmatched brackets, an unbracketed IPv6 address, a port of non-ASCII digits: bad flags, not "cannot listen".
+        (["--listen=[::1"], "--listen: expected HOST:PORT"),
+        (["--listen=::1]:8089"], "--listen: expected HOST:PORT"),
+        (["--listen=::1:8089"], "--listen: expected HOST:PORT"),
+        (["--listen=[]:8089"], "--listen: expected HOST:PORT"),
+        (["--listen=:\u00b2"], "--listen: expected HOST:PORT"),
+        (["--listen=:65536"], "--listen: expected HOST:PORT"),
         (["--log.level=loud"], "invalid choice"),
     ],
 )
@@ -680,13 +765,27 @@ def test_cli_rejects_bad_input_with_exit_2(tmp_path: Path, args: list[str], mess
     bad.write_text("tenants: [{tenant_id: a, client_secret: c, currencies: [{code: USD, balance: 1}]}]\n")
     duplicate = tmp_path / "duplicate.yaml"
     duplicate.write_text("tenants: [{tenant_id: a, tenant_id: b}]\n")
-    paths = {"BAD": bad, "MISSING": tmp_path / "missing.yaml", "DUPLICATE": duplicate}
+    quirk = tmp_path / "quirk.yaml"
+    quirk.write_text(
+        "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: USD, balance: 1}], "
+        "quirks: [{a: 1}]}]\n"
+    )
+    paths = {"BAD": bad, "MISSING": tmp_path / "missing.yaml", "DUPLICATE": duplicate, "QUIRK": quirk}
     for name, path in paths.items():
         args = [a.replace(name, str(path)) for a in args]
     proc = run_cli(*args)
     _, stderr = proc.communicate(timeout=20)
     assert proc.returncode == 2
     assert message in stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize(
+    ("listen", "expected"),
+    [("127.0.0.1:8089", ("127.0.0.1", 8089)), ("[::1]:0", ("::1", 0)), (":8089", ("0.0.0.0", 8089))],
+)
+def test_cli_listen_forms(listen: str, expected: tuple[str, int]) -> None:
+    assert parse_listen(listen) == expected
 
 
 def test_cli_version() -> None:

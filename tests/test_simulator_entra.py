@@ -3,7 +3,9 @@ claims, certificate and federated client assertions, and the discovery document.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -434,6 +436,47 @@ def test_certificate_assertion_rejections(sim: Simulator, client: httpx.Client) 
         cred.assertion(client_id=CERT_APP, audience=url, exp=int(now) + 365 * 86400),
     ):
         assert post_token(client, "cert.example.com", assertion_form(skewed)).status_code == 200
+
+
+def with_header(token: str, **fields: object) -> str:
+    """The JWT with fields added to its header (the signature no longer matches, which no test here reaches)."""
+    header, rest = token.split(".", 1)
+    values = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    encoded = base64.urlsafe_b64encode(json.dumps({**values, **fields}).encode()).rstrip(b"=").decode()
+    return f"{encoded}.{rest}"
+
+
+def test_an_assertion_header_pyjwt_refuses_is_a_malformed_assertion(sim: Simulator, client: httpx.Client) -> None:
+    # PyJWT decodes this header but refuses a `kid` that is not a string, with InvalidTokenError (not DecodeError).
+    cert = with_header(
+        rsa_credential("a").assertion(client_id=CERT_APP, audience=endpoint(sim, "cert.example.com")), kid=5
+    )
+    assert_entra_error(post_token(client, "cert.example.com", assertion_form(cert)), 400, "invalid_request", 50027)
+    federated = with_header(federated_token(issuer=K8S_ISSUER, subject=K8S_SUBJECT), kid=["k8s-key"])
+    assert_entra_error(
+        post_token(client, "fed.example.com", assertion_form(federated, FED_APP)), 400, "invalid_request", 50027
+    )
+
+
+def test_a_certificate_outside_its_validity_window_is_refused_with_1000502() -> None:
+    cred = rsa_credential("a")
+    not_before = cred.cert.not_valid_before_utc.timestamp()
+    not_after = cred.cert.not_valid_after_utc.timestamp()
+    clock = Clock(time.time())
+    with (
+        Simulator(with_credential_tenants(parse_scenario(SCENARIO)), clock=clock) as s,
+        httpx.Client(base_url=s.url) as c,
+    ):
+        for now, status in ((not_before - 1, 401), (not_before, 200), (not_after, 200), (not_after + 1, 401)):
+            clock.now = now
+            # The assertion itself is fresh at that time: only the certificate is out of its window.
+            assertion = cred.assertion(client_id=CERT_APP, audience=endpoint(s, "cert.example.com"), now=now)
+            response = post_token(c, "cert.example.com", assertion_form(assertion))
+            if status == 200:
+                assert response.status_code == 200, response.text
+            else:
+                body = assert_entra_error(response, 401, "invalid_client", 1000502)
+                assert "not within its specified validity window" in body["error_description"]
 
 
 def test_client_assertion_parameters_and_credential_kinds(sim: Simulator, client: httpx.Client) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,8 +14,10 @@ import pytest
 from exporter.config.yamlfile import ConfigError
 from exporter.simulator import (
     Currency,
+    Drift,
     Fault,
     Federation,
+    LastPayment,
     Scenario,
     ScenarioError,
     Simulator,
@@ -23,7 +26,7 @@ from exporter.simulator import (
     load_scenario,
     parse_scenario,
 )
-from tests.test_simulator_support import SCOPE, api_get, assert_partner_error, post_token, rsa_credential
+from tests.test_simulator_support import SCOPE, Clock, api_get, assert_partner_error, post_token, rsa_credential
 
 TENANT = "{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: USD, balance: 1}]}"
 USD = (Currency(code="USD", symbol="$", balance=1.0),)
@@ -135,6 +138,78 @@ def app_token(client: httpx.Client, tenant: str, client_id: str, secret: str) ->
             "tenants: [{<<: {client_id: x}}]",
             "tenants[0]: at line 1, column 12: merge keys (<<) are not supported; write the keys out",
         ),
+        # A list or mapping where a name is expected is refused like an unknown name, not with a TypeError.
+        (
+            f"tenants: [{TENANT[:-1]}, quirks: [{{a: 1}}]}}]",
+            "tenants[0].quirks[0]: unknown quirk; known: bom, integer_amounts, lowercase_invoice_types, naive_dates, "
+            "no_details, null_symbol, seven_digit_fractions",
+        ),
+        (
+            f"tenants: [{TENANT[:-1]}, faults: [{{kind: [status]}}]}}]",
+            "tenants[0].faults[0].kind: must be one of empty, html, huge, latency, reset, slow_body, status, throttle, "
+            "timeout, truncated, xml",
+        ),
+        (
+            f"tenants: [{TENANT[:-1]}, faults: [{{kind: reset, endpoint: {{a: 1}}}}]}}]",
+            "tenants[0].faults[0].endpoint: must be one of any, api, summaries, summary, token",
+        ),
+        # Numbers beyond what a request can use are refused at load time (they used to overflow per request).
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: USD, balance: 1.7e+308}]}]",
+            "tenants[0].currencies[0].balance: must be at most 10,000,000,000,000",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: USD, balance: 1"
+            + "0" * 400
+            + "}]}]",
+            "tenants[0].currencies[0].balance: must be at most 10,000,000,000,000",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, currencies: [{code: USD, balance: -1.0e+14}]}]",
+            "tenants[0].currencies[0].balance: must be at least -10,000,000,000,000",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1, last_payment: {amount: 1.0e+300, date: '2026-01-01T00:00:00Z'}}]}]",
+            "tenants[0].currencies[0].last_payment.amount: must be at most 10,000,000,000,000",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1, drift: {invoice_every: 1, invoice_amount: 1.7e+308}}]}]",
+            "tenants[0].currencies[0].drift.invoice_amount: must be at most 10,000,000,000,000",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1, drift: {payment_every: 1.0e+12, payment_amount: 1}}]}]",
+            "tenants[0].currencies[0].drift.payment_every: must be at most 315,360,000",
+        ),
+        ("token_lifetime: 1" + "0" * 400 + "\ntenants: []", "token_lifetime: must be at most 315,360,000"),
+        ("refresh_token_lifetime: 315360001\ntenants: []", "refresh_token_lifetime: must be at most 315,360,000"),
+        ("latency: 1.0e+12\ntenants: []", "latency: must be at most 315,360,000"),
+        (f"tenants: [{TENANT[:-1]}, latency: 1.0e+12}}]", "tenants[0].latency: must be at most 315,360,000"),
+        (
+            f"tenants: [{TENANT[:-1]}, faults: [{{kind: timeout, seconds: 1.0e+12}}]}}]",
+            "tenants[0].faults[0].seconds: must be at most 315,360,000",
+        ),
+        (
+            f"tenants: [{TENANT[:-1]}, faults: [{{kind: throttle, retry_after: 1{'0' * 400}}}]}}]",
+            "tenants[0].faults[0].retry_after: must be at most 315,360,000",
+        ),
+        (
+            f"tenants: [{TENANT[:-1]}, faults: [{{kind: huge, size_mb: 1.0e+300}}]}}]",
+            "tenants[0].faults[0].size_mb: must be at most 1,048,576",
+        ),
+        # Dates every body can render: years 1 to 9999 once in UTC.
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1, latest_invoice_date: '0001-01-01T00:00:00+01:00'}]}]",
+            "tenants[0].currencies[0].latest_invoice_date: must be a date between the years 1 and 9999 in UTC",
+        ),
+        (
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1, last_payment: {amount: 1, date: '9999-12-31T23:59:59-01:00'}}]}]",
+            "tenants[0].currencies[0].last_payment.date: must be a date between the years 1 and 9999 in UTC",
+        ),
         ("seed: !!python/int 1\ntenants: []", "seed: at line 1, column 7: tag !!python/int is not supported"),
         (
             "tenants: [",
@@ -177,7 +252,7 @@ tenants:
         invoice_types: {Recurring: 30000, OneTime: 12000.5}
         last_payment: {amount: 1000, date: "2026-10-01T00:00:00Z"}
         latest_invoice_date: 2026-11-01T00:00:00
-        drift: {invoice_every: 60, invoice_amount: 500, payment_every: 300, payment_amount: 2000}
+        drift: {invoice_every: 60, invoice_amount: 500, payment_every: 300, payment_amount: 2500}
     quirks: [bom, naive_dates, integer_amounts, lowercase_invoice_types, null_symbol, no_details, seven_digit_fractions]
     faults:
       - {kind: status, status: 503, endpoint: summary, probability: 0.2}
@@ -220,6 +295,31 @@ def test_scenario_values_built_in_python_are_checked() -> None:
         Currency(code="usd", symbol=None, balance=1.0)
     with pytest.raises(ScenarioError, match=r"^cloud: must be one of "):
         Scenario(tenants=(), cloud="moon")  # type: ignore[arg-type]
+    # The bounds of the file hold for values built in Python, with the key path relative to the value.
+    with pytest.raises(ScenarioError, match=r"^cloud: must be one of "):
+        Scenario(tenants=(), cloud=["global"])  # type: ignore[arg-type]
+    with pytest.raises(ScenarioError, match=r"^token_lifetime: must be at most 315,360,000$"):
+        Scenario(tenants=(), token_lifetime=10**400)
+    with pytest.raises(ScenarioError, match=r"^latency: must be at most 315,360,000$"):
+        TenantScenario(tenant_id="x", client_id="y", client_secret="z", currencies=USD, latency=1e12)
+    with pytest.raises(ScenarioError, match=r"^balance: must be at most 10,000,000,000,000$"):
+        Currency(code="USD", symbol=None, balance=1.7e308)
+    with pytest.raises(ScenarioError, match=r"^balance: must be a number$"):
+        Currency(code="USD", symbol=None, balance=math.nan)
+    with pytest.raises(ScenarioError, match=r"^invoice_types\.Recurring: must be at most 10,000,000,000,000$"):
+        Currency(code="USD", symbol=None, balance=1.0, invoice_types=(("Recurring", 1e300), ("OneTime", -1e300)))
+    with pytest.raises(ScenarioError, match=r"^drift\.invoice_amount: must be at most 10,000,000,000,000$"):
+        Currency(code="USD", symbol=None, balance=1.0, drift=Drift(invoice_every=1.0, invoice_amount=1e300))
+    with pytest.raises(ScenarioError, match=r"^last_payment\.date: must be a date between the years 1 and 9999"):
+        Currency(code="USD", symbol=None, balance=1.0, last_payment=LastPayment(1.0, 1e15))
+    with pytest.raises(ScenarioError, match=r"^latest_invoice_date: must be a date between the years 1 and 9999"):
+        Currency(code="USD", symbol=None, balance=1.0, latest_invoice_date=-1e15)
+    with pytest.raises(ScenarioError, match=r"^seconds: must be at most 315,360,000$"):
+        Fault(kind="timeout", seconds=1e12)
+    with pytest.raises(ScenarioError, match=r"^kind: must be one of "):
+        Fault(kind=["status"])  # type: ignore[arg-type]
+    with pytest.raises(ScenarioError, match=r"^endpoint: must be one of "):
+        Fault(kind="reset", endpoint={"a": 1})  # type: ignore[arg-type]
     base = default_scenario()
     twin = dataclasses.replace(base.tenants[0], client_id="z")
     with pytest.raises(ScenarioError) as duplicate:
@@ -310,6 +410,63 @@ def test_woodgrove_gets_tokens_but_partner_center_refuses_them() -> None:
         assert_partner_error(api_get(c, "summaries", answer.json()["access_token"]), 401, 900421)
         token = app_token(c, woodgrove.tenant_id, woodgrove.client_id, "demo-woodgrove-secret")
         assert api_get(c, "summary", token).json()["balanceAmount"] == woodgrove.currencies[0].balance
+
+
+def test_default_balances_stay_near_their_start_for_days() -> None:
+    """Payments match invoices, so the demo's balances neither climb nor drain: the docs' figures hold for days."""
+    scenario = dataclasses.replace(default_scenario(), token_lifetime=8 * 86400)  # one token for the whole week
+    contoso, fabrikam, northwind = scenario.tenants[:3]
+    start = {(t.tenant_id, c.code): c for t in (contoso, fabrikam, northwind) for c in t.currencies}
+    clock = Clock()
+    began = clock.now
+    seen: dict[tuple[str, str], list[float]] = {key: [] for key in start}
+    with Simulator(scenario, clock=clock) as s, httpx.Client(base_url=s.url) as c:
+        tokens = {
+            contoso.tenant_id: app_token(c, contoso.tenant_id, contoso.client_id, "demo-contoso-secret"),
+            northwind.tenant_id: app_token(c, northwind.tenant_id, northwind.client_id, "demo-northwind-secret"),
+        }
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": fabrikam.client_id,
+            "client_secret": "demo-fabrikam-secret",
+            "refresh_token": "demo-fabrikam-refresh-token",
+            "scope": SCOPE,
+        }
+        tokens[fabrikam.tenant_id] = post_token(c, fabrikam.tenant_id, form).json()["access_token"]
+        # Every 997 s (prime, so the samples fall at every phase of the invoice and payment periods) for 7 days.
+        for offset in range(0, 7 * 86400, 997):
+            clock.now = began + offset
+            for tenant_id, token in tokens.items():
+                endpoint = "summaries" if tenant_id == fabrikam.tenant_id else "summary"
+                body = api_get(c, endpoint, token).json()
+                for item in body.get("items", [body]):
+                    seen[(tenant_id, item["currencyCode"])].append(item["balanceAmount"])
+    for key, currency in start.items():
+        low, high = min(seen[key]), max(seen[key])
+        if currency.drift is None:
+            assert low == high == currency.balance, key
+            continue
+        # Within two payments of the start, every day of the week; and moving, or the test would prove nothing.
+        band = 2 * currency.drift.payment_amount
+        assert currency.balance - band <= low, (key, low)
+        assert high <= currency.balance + band, (key, high)
+        assert high - low > currency.drift.invoice_amount, key
+    # As docs/deploy.md says of the compose stack: northwind above critical, no one else even at warning.
+    assert min(seen[(northwind.tenant_id, "EUR")]) > 100_000
+    assert all(max(values) < 50_000 for key, values in seen.items() if key[0] != northwind.tenant_id)
+
+
+def test_adatum_fails_its_first_poll_and_then_at_the_documented_rates() -> None:
+    adatum = default_scenario().tenants[3]
+    with Simulator(default_scenario()) as s, httpx.Client(base_url=s.url) as c:
+        token = app_token(c, adatum.tenant_id, adatum.client_id, "demo-adatum-secret")
+        statuses = [api_get(c, "summary", token).status_code for _ in range(1000)]
+    # The demo's story: the exporter's first poll (three attempts) fails, its next succeeds.
+    assert statuses[:4] == [503, 503, 503, 200]
+    # First match wins: the throttle is drawn only for calls the 503 spared, 0.75 * 0.05 = 3.75%.
+    assert statuses.count(503) / len(statuses) == pytest.approx(0.25, abs=0.02)
+    assert statuses.count(429) / len(statuses) == pytest.approx(0.0375, abs=0.01)
+    assert set(statuses) == {200, 429, 503}
 
 
 def test_generated_scenario() -> None:

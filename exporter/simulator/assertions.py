@@ -8,9 +8,10 @@ Sources (docs/simulator.md has the full list):
 - MSAL Python signs with PS256 + `x5t#S256` (or RS256 + `x5t`), sends no `nbf` and reuses one assertion for
   minutes (msal/application.py, msal/oauth2cli/assertion.py): `nbf` is optional and a `jti` may come again.
 - Error codes: the AADSTS reference, https://learn.microsoft.com/entra/identity-platform/reference-error-codes
-  (50027, 50048, 700024, 700027), and the Azure SDK troubleshooting guide for client assertions,
+  (50027, 50048, 700024, 700027), the Azure SDK troubleshooting guide for client assertions,
   https://learn.microsoft.com/azure/developer/java/sdk/troubleshooting-authentication-service-principal
-  (700021, 700023).
+  (700021, 700023), and Microsoft.Identity.Web's handling of an expired certificate (1000502,
+  https://github.com/AzureAD/microsoft-identity-web/pull/2840).
 - Federated credentials: the record is issuer + subject + audience (default `api://AzureADTokenExchange`),
   "federatedIdentityCredential resource type", https://learn.microsoft.com/graph/api/resources/federatedidentitycredential;
   no match is AADSTS70021 (Azure/azure-workload-identity docs/book/src/troubleshooting.md shows the body); an
@@ -48,6 +49,7 @@ class Certificate:
     key: RSAPublicKey
     x5t: str  # base64url SHA-1 of the DER
     x5t_s256: str  # base64url SHA-256 of the DER
+    not_before: float
     not_after: float
 
 
@@ -80,6 +82,7 @@ def load_certificate(pem: str) -> Certificate:
         key=key,
         x5t=_b64url(hashlib.sha1(der).digest()),  # noqa: S324 - x5t is defined as SHA-1 (RFC 7515 4.1.7)
         x5t_s256=_b64url(hashlib.sha256(der).digest()),
+        not_before=cert.not_valid_before_utc.timestamp(),
         not_after=cert.not_valid_after_utc.timestamp(),
     )
 
@@ -143,9 +146,11 @@ def check_assertion(
     now: float,
 ) -> Response | None:
     """None when the assertion authenticates `client_id` at `endpoint`, else Entra's rejection."""
+    # InvalidTokenError, not only its DecodeError: PyJWT also refuses a header it can decode, such as one whose
+    # `kid` is not a string, and Entra's answer to any unreadable assertion is the same AADSTS50027.
     try:
         header = jwt.get_unverified_header(assertion)
-    except jwt.DecodeError:
+    except jwt.InvalidTokenError:
         return _malformed("The token is not a JWT.")
     s256, sha1 = header.get("x5t#S256"), header.get("x5t")
     # A thumbprint names a certificate credential; a token without one can only be a federated one.
@@ -176,6 +181,17 @@ def _certificate(
             f"Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for "
             f"app Id '{client_id}'.]",
         )
+    # Entra refuses a registered certificate outside its validity window (before notBefore or after notAfter),
+    # however good the assertion: AADSTS1000502, "The provided certificate is not within its specified validity
+    # window" (AzureAD/microsoft-identity-web issue 2834 and PR 2840 "Process error AADSTS1000502 - expired
+    # certificate"; that SDK lists it as CertificateIsOutsideValidityWindow among its certificate errors).
+    if not match.not_before <= now <= match.not_after:
+        return _invalid_client(
+            1000502,
+            "The provided certificate is not within its specified validity window. Current time: "
+            f"{_iso(now)}, certificate valid from {_iso(match.not_before)} to {_iso(match.not_after)}, "
+            f"thumbprint of key used by client: '{thumbprint[:64]}'.",
+        )
     try:
         raw = jwt.PyJWS().decode(assertion, key=match.key, algorithms=_ALGORITHMS)
     except jwt.InvalidAlgorithmError:
@@ -186,7 +202,7 @@ def _certificate(
             "Client assertion contains an invalid signature. [Reason - The key was found but use of the key to "
             "verify the signature failed.]",
         )
-    except jwt.DecodeError:
+    except jwt.InvalidTokenError:
         return _malformed("The token could not be decoded.")
     payload = _payload(raw)
     if payload is None:
@@ -216,7 +232,7 @@ def _federated(assertion: str, federation: Federation | None, now: float) -> Res
     """
     try:
         raw = jwt.PyJWS().decode(assertion, options={"verify_signature": False})
-    except jwt.DecodeError:
+    except jwt.InvalidTokenError:
         return _malformed("The token could not be decoded.")
     payload = _payload(raw)
     if payload is None:

@@ -53,12 +53,19 @@ def _quote(value: object) -> str:
 
 
 def parse_listen(value: str) -> tuple[str, int]:
-    """`HOST:PORT`, `[V6]:PORT` or `:PORT` (all interfaces) into host and port."""
+    """`HOST:PORT`, `[V6]:PORT` or `:PORT` (all interfaces) into host and port; ValueError names the flag.
+
+    As Go's net.SplitHostPort (Prometheus's --web.listen-address) has it: an IPv6 host is in brackets, which
+    match, and nothing else has brackets or colons. The port is ASCII digits: str.isdigit() alone also takes
+    "²", which int() then refuses.
+    """
     host, sep, port_text = value.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"--listen: expected HOST:PORT, got {value!r}")
-    if host.startswith("[") and host.endswith("]"):
+    bracketed = host.startswith("[") and host.endswith("]") and len(host) > 2
+    if bracketed:
         host = host[1:-1]
+    plain_host = bracketed or not any(c in host for c in "[]:")
+    if not (sep and plain_host and port_text.isascii() and port_text.isdigit()) or int(port_text) > 65535:
+        raise ValueError(f"--listen: expected HOST:PORT or [IPV6]:PORT, got {value!r}")
     return host or "0.0.0.0", int(port_text)  # noqa: S104 - ":PORT" means every interface, as for Prometheus
 
 

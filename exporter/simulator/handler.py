@@ -46,6 +46,15 @@ _CHUNK: Final = 1 << 18
 SERVER_NAME: Final = "partnercenter-simulator"
 
 
+def _has_content(status: int) -> bool:
+    """Whether an answer with this status has content: 1xx, 204 and 304 have none, not even a Content-Length.
+
+    RFC 9110 8.6 forbids Content-Length in 1xx and 204 answers; in a 304 it would have to be that of the 200
+    answer, which the simulator does not compute, and leaving it out is allowed.
+    """
+    return status >= 200 and status not in (204, 304)
+
+
 class Handler(BaseHTTPRequestHandler):
     """One connection; requests on it are answered in turn (HTTP/1.1 keep-alive)."""
 
@@ -73,25 +82,16 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         """Silence http.server's stderr logging; requests are logged in `_dispatch`."""
 
-    def do_GET(self) -> None:
-        """Dispatch."""
-        self._dispatch()
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        """`do_<METHOD>` for every method, PATCH and OPTIONS as much as GET: all go through `_dispatch`.
 
-    def do_POST(self) -> None:
-        """Dispatch."""
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        """Dispatch."""
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        """Dispatch."""
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        """Dispatch."""
-        self._dispatch()
+        http.server looks the handler up by the method's name and answers a missing one with its own 501 HTML
+        page; here each route answers as its service does, the token endpoint with AADSTS900561 for anything but
+        POST (as the docs' rejection table says), the API with Partner Center's 405.
+        """
+        if name.startswith("do_"):
+            return self._dispatch
+        raise AttributeError(name)
 
     def _dispatch(self) -> None:
         """Route one request and log it."""
@@ -233,7 +233,8 @@ class Handler(BaseHTTPRequestHandler):
         if action == "faults" and self.command == "PUT":
             try:
                 faults = parse_faults(json.loads(body or b"null"))
-            except ValueError as exc:
+            # json.loads recurses per nesting level: a deep enough list raises RecursionError, not ValueError.
+            except (ValueError, RecursionError) as exc:
                 self._send(json_response(400, {"error": f"invalid JSON: {exc}"}))
                 return
             except ScenarioError as exc:
@@ -288,14 +289,11 @@ class Handler(BaseHTTPRequestHandler):
             reason = HTTPStatus(answer.status).phrase
         except ValueError:
             reason = "Unknown"
-        lines = [
-            f"HTTP/1.1 {answer.status} {reason}",
-            f"Server: {SERVER_NAME}",
-            f"Date: {self.date_time_string()}",
-            f"Content-Length: {length}",
-        ]
-        if answer.content_type:
-            lines.append(f"Content-Type: {answer.content_type}")
+        lines = [f"HTTP/1.1 {answer.status} {reason}", f"Server: {SERVER_NAME}", f"Date: {self.date_time_string()}"]
+        if _has_content(answer.status):
+            lines.append(f"Content-Length: {length}")
+            if answer.content_type:
+                lines.append(f"Content-Type: {answer.content_type}")
         lines.extend(f"{name}: {value}" for name, value in answer.headers)
         if self.close_connection:
             lines.append("Connection: close")
@@ -304,8 +302,16 @@ class Handler(BaseHTTPRequestHandler):
     def _send(self, answer: Response) -> None:
         """Write a complete answer in one send."""
         self._status = answer.status
-        body = b"" if self.command == "HEAD" else answer.body
+        body = answer.body if self._with_body(answer.status) else b""
         self.wfile.write(self._head(answer, len(answer.body)) + body)
+
+    def _with_body(self, status: int) -> bool:
+        """Whether an answer with this status to this request carries its body: not for HEAD, 1xx, 204 or 304.
+
+        A client reads no body after those (RFC 9110 9.3.2, 15.3.5, 15.4.5), so bytes sent anyway would be read
+        as the start of the next answer on the keep-alive connection.
+        """
+        return self.command != "HEAD" and _has_content(status)
 
     def _send_slowly(self, fault: Fault, answer: Response) -> None:
         """Write the headers, then dribble the body over the fault's seconds."""
@@ -315,6 +321,8 @@ class Handler(BaseHTTPRequestHandler):
         pieces = max(1, min(len(body), int(seconds / 0.05)))
         step = -(-len(body) // pieces) if body else 1
         self.wfile.write(self._head(answer, len(body)))
+        if not self._with_body(answer.status):
+            return
         for offset in range(0, len(body), step):
             if self.server.stopping.wait(seconds / pieces):
                 self.close_connection = True
@@ -329,7 +337,10 @@ class Handler(BaseHTTPRequestHandler):
         head = b'{"padding":"'
         tail = b'",' + normal[1:] if normal.startswith(b"{") and len(normal) > 2 else b'"}'
         filler = max(0, size - len(head) - len(tail))
-        self.wfile.write(self._head(Response(200, b"", JSON, echo), len(head) + filler + len(tail)) + head)
+        self.wfile.write(self._head(Response(200, b"", JSON, echo), len(head) + filler + len(tail)))
+        if not self._with_body(200):
+            return
+        self.wfile.write(head)
         chunk = b"x" * _CHUNK
         while filler > 0:
             if self.server.stopping.is_set():

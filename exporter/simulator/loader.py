@@ -13,8 +13,12 @@ from exporter.config.yamlfile import ConfigError, load_yaml, read_text
 from exporter.simulator.assertions import Federation
 from exporter.simulator.clouds import Cloud
 from exporter.simulator.scenario import (
+    DATE_RANGE,
     FAULT_ENDPOINTS,
     FAULT_KINDS,
+    MAX_AMOUNT,
+    MAX_HUGE_MB,
+    MAX_SECONDS,
     QUIRKS,
     REFRESH_TOKEN_LIFETIME,
     Currency,
@@ -27,6 +31,7 @@ from exporter.simulator.scenario import (
     Scenario,
     ScenarioError,
     TenantScenario,
+    check_range,
 )
 
 T = TypeVar("T")
@@ -102,12 +107,12 @@ def parse_scenario(text: str) -> Scenario:
     return Scenario(
         tenants=tenants,
         seed=_int(top.get("seed", 1), "seed"),
-        token_lifetime=_int(top.get("token_lifetime", 3600), "token_lifetime", minimum=1),
+        token_lifetime=_int(top.get("token_lifetime", 3600), "token_lifetime", 1, MAX_SECONDS),
         refresh_token_lifetime=_int(
-            top.get("refresh_token_lifetime", REFRESH_TOKEN_LIFETIME), "refresh_token_lifetime", minimum=1
+            top.get("refresh_token_lifetime", REFRESH_TOKEN_LIFETIME), "refresh_token_lifetime", 1, MAX_SECONDS
         ),
         expires_in_as_string=_bool(top.get("expires_in_as_string", False), "expires_in_as_string"),
-        latency=_number(top.get("latency", 0.0), "latency", minimum=0.0),
+        latency=_number(top.get("latency", 0.0), "latency", 0.0, MAX_SECONDS),
         cloud=cast(Cloud, cloud),  # Scenario checks it against CLOUDS
     )
 
@@ -137,7 +142,7 @@ def _tenant(data: object, path: str) -> TenantScenario:
     )
     quirks: set[Quirk] = set()
     for i, item in enumerate(_list(raw.get("quirks"), f"{path}.quirks")):
-        if item not in QUIRKS:
+        if not isinstance(item, str) or item not in QUIRKS:
             raise ScenarioError(f"{path}.quirks[{i}]", f"unknown quirk; known: {', '.join(sorted(QUIRKS))}")
         quirks.add(cast(Quirk, item))
     pems = _list(raw.get("certificates"), f"{path}.certificates")
@@ -156,8 +161,8 @@ def _tenant(data: object, path: str) -> TenantScenario:
         client_id=_str(raw.get("client_id"), f"{path}.client_id"),
         client_secret=_opt_str(raw.get("client_secret"), f"{path}.client_secret"),
         refresh_token=_opt_str(raw.get("refresh_token"), f"{path}.refresh_token"),
-        token_lifetime=None if lifetime is None else _int(lifetime, f"{path}.token_lifetime", minimum=1),
-        latency=None if latency is None else _number(latency, f"{path}.latency", minimum=0.0),
+        token_lifetime=None if lifetime is None else _int(lifetime, f"{path}.token_lifetime", 1, MAX_SECONDS),
+        latency=None if latency is None else _number(latency, f"{path}.latency", 0.0, MAX_SECONDS),
         currencies=currencies,
         quirks=frozenset(quirks),
         faults=parse_faults(raw["faults"], f"{path}.faults") if raw.get("faults") is not None else (),
@@ -177,21 +182,22 @@ def _currency(data: object, path: str) -> Currency:
         if not types_raw:
             raise ScenarioError(types_path, "must name at least one invoice type")
         split = tuple(
-            (_str(name, types_path), _number(amount, f"{types_path}.{name}")) for name, amount in types_raw.items()
+            (_str(name, types_path), _number(amount, f"{types_path}.{name}", -MAX_AMOUNT, MAX_AMOUNT))
+            for name, amount in types_raw.items()
         )
     last_payment = None
     if raw.get("last_payment") is not None:
         lp_path = f"{path}.last_payment"
         lp = _mapping(raw["last_payment"], lp_path, {"amount", "date"})
         last_payment = LastPayment(
-            amount=_number(lp.get("amount"), f"{lp_path}.amount", minimum=0.0),
+            amount=_number(lp.get("amount"), f"{lp_path}.amount", 0.0, MAX_AMOUNT),
             date=_date(lp.get("date"), f"{lp_path}.date"),
         )
     latest = raw.get("latest_invoice_date")
     return Currency(
         code=_str(raw.get("code"), f"{path}.code").upper(),
         symbol=_opt_str(raw.get("symbol"), f"{path}.symbol"),
-        balance=_number(raw.get("balance"), f"{path}.balance"),
+        balance=_number(raw.get("balance"), f"{path}.balance", -MAX_AMOUNT, MAX_AMOUNT),
         invoice_types=split,
         last_payment=last_payment,
         latest_invoice_date=None if latest is None else _date(latest, f"{path}.latest_invoice_date"),
@@ -209,8 +215,8 @@ def _drift(data: object, path: str) -> Drift:
             missing = f"{event}_amount" if amount is None else f"{event}_every"
             raise ScenarioError(f"{path}.{missing}", f"required with {event}_every and {event}_amount")
         if every is not None:
-            values[f"{event}_every"] = _number(every, f"{path}.{event}_every", minimum=0.001)
-            values[f"{event}_amount"] = _number(amount, f"{path}.{event}_amount", minimum=0.0)
+            values[f"{event}_every"] = _number(every, f"{path}.{event}_every", 0.001, MAX_SECONDS)
+            values[f"{event}_amount"] = _number(amount, f"{path}.{event}_amount", 0.0, MAX_AMOUNT)
     return Drift(
         invoice_every=values.get("invoice_every"),
         invoice_amount=values.get("invoice_amount") or 0.0,
@@ -223,28 +229,29 @@ def _fault(data: object, path: str) -> Fault:
     """Parse one fault mapping; keys are checked against the kind."""
     raw = _mapping(data, path, None)
     kind = raw.get("kind")
-    if kind not in FAULT_KINDS:
+    # Strings are checked first: a list or mapping (JSON from the control API) cannot be looked up in a set.
+    if not isinstance(kind, str) or kind not in FAULT_KINDS:
         raise ScenarioError(f"{path}.kind", f"must be one of {', '.join(sorted(FAULT_KINDS))}")
-    allowed = _COMMON_FAULT_KEYS | _FAULT_KEYS[str(kind)]
+    allowed = _COMMON_FAULT_KEYS | _FAULT_KEYS[kind]
     for key in raw:
         if key not in allowed:
             raise ScenarioError(f"{path}.{key}", f"unknown key for kind {kind}")
     endpoint = raw.get("endpoint", "api")
-    if endpoint not in FAULT_ENDPOINTS:
+    if not isinstance(endpoint, str) or endpoint not in FAULT_ENDPOINTS:
         raise ScenarioError(f"{path}.endpoint", f"must be one of {', '.join(sorted(FAULT_ENDPOINTS))}")
     count, status, retry_after = raw.get("count"), raw.get("status"), raw.get("retry_after")
     seconds, size_mb = raw.get("seconds"), raw.get("size_mb")
     return Fault(
         kind=cast(FaultKind, kind),
         endpoint=cast(FaultEndpoint, endpoint),
-        probability=_number(raw.get("probability", 1.0), f"{path}.probability"),
-        count=None if count is None else _int(count, f"{path}.count"),
+        probability=_number(raw.get("probability", 1.0), f"{path}.probability", 0.0, 1.0),
+        count=None if count is None else _int(count, f"{path}.count", 1),
         status=None if status is None else _int(status, f"{path}.status"),
         body=_body(raw.get("body"), f"{path}.body"),
         content_type=_opt_str(raw.get("content_type"), f"{path}.content_type"),
-        retry_after=None if retry_after is None else _int(retry_after, f"{path}.retry_after"),
-        seconds=None if seconds is None else _number(seconds, f"{path}.seconds"),
-        size_mb=None if size_mb is None else _number(size_mb, f"{path}.size_mb"),
+        retry_after=None if retry_after is None else _int(retry_after, f"{path}.retry_after", 0, MAX_SECONDS),
+        seconds=None if seconds is None else _number(seconds, f"{path}.seconds", 0.0, MAX_SECONDS),
+        size_mb=None if size_mb is None else _number(size_mb, f"{path}.size_mb", 0.0, MAX_HUGE_MB),
     )
 
 
@@ -295,21 +302,19 @@ def _bool(data: object, path: str) -> bool:
     return data
 
 
-def _number(data: object, path: str, *, minimum: float | None = None) -> float:
-    """A finite number, at least `minimum`."""
-    if isinstance(data, bool) or not isinstance(data, int | float) or not math.isfinite(data):
+def _number(data: object, path: str, low: float, high: float) -> float:
+    """A number from `low` to `high`; the bounds are required, as they also keep float() from overflowing."""
+    if isinstance(data, bool) or not isinstance(data, int | float):
         raise ScenarioError(path, "must be a number")
-    if minimum is not None and data < minimum:
-        raise ScenarioError(path, f"must be at least {minimum:g}")
+    check_range(data, path, low, high)
     return float(data)
 
 
-def _int(data: object, path: str, *, minimum: int | None = None) -> int:
-    """An integer, at least `minimum`."""
+def _int(data: object, path: str, low: int | None = None, high: int | None = None) -> int:
+    """An integer, from `low` and up to `high` when given."""
     if isinstance(data, bool) or not isinstance(data, int):
         raise ScenarioError(path, "must be an integer")
-    if minimum is not None and data < minimum:
-        raise ScenarioError(path, f"must be at least {minimum}")
+    check_range(data, path, -math.inf if low is None else low, math.inf if high is None else high)
     return data
 
 
@@ -323,4 +328,9 @@ def _date(data: object, path: str) -> float:
         raise ScenarioError(path, "must be an ISO 8601 date-time like 2026-11-01T00:00:00Z")
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
-    return value.timestamp()
+    # 0001-01-01T00:00:00+01:00 parses, but in UTC, where bodies render their dates, it falls in the year 0 (and
+    # 9999-12-31T23:59:59-01:00 in the year 10000).
+    try:
+        return value.astimezone(dt.UTC).timestamp()
+    except OverflowError:
+        raise ScenarioError(path, DATE_RANGE) from None

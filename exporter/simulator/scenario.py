@@ -8,6 +8,7 @@ path of the value in the file (`tenants[4].certificates[0]`).
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import uuid
 from dataclasses import dataclass, field
@@ -39,6 +40,22 @@ QUIRKS: Final = frozenset(get_args(Quirk))
 # identity platform", https://learn.microsoft.com/entra/identity-platform/refresh-tokens).
 REFRESH_TOKEN_LIFETIME: Final = 90 * 24 * 3600
 
+# Upper bounds, so that a value that passes the checks also works where it ends up (a value beyond them used to
+# pass and then crash every request that used it).
+# Seconds (lifetimes, latencies, hangs, drift periods, Retry-After): 10 years is far beyond anything a demo or a
+# test waits for, keeps `now + seconds` a date that renders, and keeps every wait below threading.TIMEOUT_MAX
+# (292 years on Linux), beyond which Event.wait raises OverflowError.
+MAX_SECONDS: Final = 10 * 365 * 24 * 3600
+# Amounts: ten trillion is beyond any real balance, and below 2**53 cents (about 9 * 10**13), so every cent
+# survives the double a JSON reader parses it into.
+MAX_AMOUNT: Final = 10.0**13
+# `huge` bodies: 1 TiB is more than any client reads; the bound keeps the byte count a number.
+MAX_HUGE_MB: Final = 1024.0 * 1024.0
+# Dates must render (Python's datetime: years 1 to 9999), once converted to UTC.
+FIRST_DATE: Final = dt.datetime(1, 1, 1, tzinfo=dt.UTC).timestamp()
+LAST_DATE: Final = dt.datetime(9999, 12, 31, 23, 59, 59, tzinfo=dt.UTC).timestamp()
+DATE_RANGE: Final = "must be a date between the years 1 and 9999 in UTC"
+
 # Fixed currency list for generated scenarios: code and symbol.
 _GENERATED_CURRENCIES: Final = (
     ("USD", "$"),
@@ -61,6 +78,26 @@ def _text(value: object, path: str) -> None:
     """A non-empty string, or ScenarioError."""
     if not isinstance(value, str) or not value.strip():
         raise ScenarioError(path, "must be a non-empty string")
+
+
+def check_range(value: float, path: str, low: float, high: float) -> None:
+    """`low <= value <= high`, or ScenarioError naming the bound it breaks.
+
+    Compared as given: Python compares an int with a float exactly, so an integer too large for a float (YAML
+    reads `1` followed by 400 zeros as one) is refused here instead of overflowing later.
+    """
+    if isinstance(value, float) and math.isnan(value):
+        raise ScenarioError(path, "must be a number")
+    if value < low:
+        raise ScenarioError(path, f"must be at least {low:,.15g}")
+    if value > high:
+        raise ScenarioError(path, f"must be at most {high:,.15g}")
+
+
+def _date_in_range(value: float, path: str) -> None:
+    """A Unix time that renders as a date, or ScenarioError."""
+    if not FIRST_DATE <= value <= LAST_DATE:
+        raise ScenarioError(path, DATE_RANGE)
 
 
 @dataclass(frozen=True)
@@ -94,13 +131,25 @@ class Currency:
     drift: Drift | None = None
 
     def __post_init__(self) -> None:
-        """An ISO 4217-looking code and a split that adds up."""
+        """An ISO 4217-looking code, amounts and dates in range, and a split that adds up."""
         if len(self.code) != 3 or not self.code.isalpha() or not self.code.isascii() or not self.code.isupper():
             raise ScenarioError("code", "must be a three-letter ISO 4217 code")
-        if not math.isfinite(self.balance):
-            raise ScenarioError("balance", "must be a number")
+        check_range(self.balance, "balance", -MAX_AMOUNT, MAX_AMOUNT)
+        for name, amount in self.invoice_types:
+            check_range(amount, f"invoice_types.{name}", -MAX_AMOUNT, MAX_AMOUNT)
         if self.invoice_types and abs(sum(amount for _, amount in self.invoice_types) - self.balance) > 0.005:
             raise ScenarioError("invoice_types", f"amounts must add up to the balance {self.balance}")
+        if self.last_payment is not None:
+            check_range(self.last_payment.amount, "last_payment.amount", 0.0, MAX_AMOUNT)
+            _date_in_range(self.last_payment.date, "last_payment.date")
+        if self.latest_invoice_date is not None:
+            _date_in_range(self.latest_invoice_date, "latest_invoice_date")
+        if self.drift is not None:
+            for event in ("invoice", "payment"):
+                every = getattr(self.drift, f"{event}_every")
+                if every is not None:
+                    check_range(every, f"drift.{event}_every", 0.001, MAX_SECONDS)
+                check_range(getattr(self.drift, f"{event}_amount"), f"drift.{event}_amount", 0.0, MAX_AMOUNT)
 
     @property
     def split(self) -> tuple[tuple[str, float], ...]:
@@ -125,24 +174,26 @@ class Fault:
 
     def __post_init__(self) -> None:
         """Reject values that make no sense, whichever way the fault was built."""
-        if self.kind not in FAULT_KINDS:
+        # Strings are checked first: a list or mapping cannot even be looked up in a set.
+        if not isinstance(self.kind, str) or self.kind not in FAULT_KINDS:
             raise ScenarioError("kind", f"must be one of {', '.join(sorted(FAULT_KINDS))}")
-        if self.endpoint not in FAULT_ENDPOINTS:
+        if not isinstance(self.endpoint, str) or self.endpoint not in FAULT_ENDPOINTS:
             raise ScenarioError("endpoint", f"must be one of {', '.join(sorted(FAULT_ENDPOINTS))}")
-        if not 0.0 <= self.probability <= 1.0:
-            raise ScenarioError("probability", "must be between 0 and 1")
+        check_range(self.probability, "probability", 0.0, 1.0)
         if self.count is not None and self.count < 1:
             raise ScenarioError("count", "must be at least 1")
         if self.kind == "status" and (self.status is None or not 200 <= self.status <= 599):
             raise ScenarioError("status", "required for kind status: an HTTP status between 200 and 599")
-        if self.retry_after is not None and self.retry_after < 0:
-            raise ScenarioError("retry_after", "must not be negative")
-        if self.seconds is not None and self.seconds < 0:
-            raise ScenarioError("seconds", "must not be negative")
+        if self.retry_after is not None:
+            check_range(self.retry_after, "retry_after", 0, MAX_SECONDS)
+        if self.seconds is not None:
+            check_range(self.seconds, "seconds", 0.0, MAX_SECONDS)
         if self.kind == "latency" and self.seconds is None:
             raise ScenarioError("seconds", "required for kind latency")
-        if self.size_mb is not None and self.size_mb <= 0:
-            raise ScenarioError("size_mb", "must be positive")
+        if self.size_mb is not None:
+            if self.size_mb <= 0:
+                raise ScenarioError("size_mb", "must be positive")
+            check_range(self.size_mb, "size_mb", 0.0, MAX_HUGE_MB)
 
     def matches(self, endpoint: str) -> bool:
         """Whether this fault applies to requests to `endpoint` (token, summary or summaries)."""
@@ -202,10 +253,10 @@ class TenantScenario:
                 _text(getattr(self.federated, name), f"federated.{name}")
         if not self.currencies:
             raise ScenarioError("currencies", "must list at least one currency")
-        if self.token_lifetime is not None and self.token_lifetime < 1:
-            raise ScenarioError("token_lifetime", "must be at least 1")
-        if self.latency is not None and not 0 <= self.latency < math.inf:
-            raise ScenarioError("latency", "must be at least 0")
+        if self.token_lifetime is not None:
+            check_range(self.token_lifetime, "token_lifetime", 1, MAX_SECONDS)
+        if self.latency is not None:
+            check_range(self.latency, "latency", 0.0, MAX_SECONDS)
 
     @property
     def confidential(self) -> bool:
@@ -232,14 +283,11 @@ class Scenario:
 
     def __post_init__(self) -> None:
         """Each tenant once (by domain or GUID, as Entra resolves either), a known cloud, sane lifetimes."""
-        if self.cloud not in CLOUDS:
+        if not isinstance(self.cloud, str) or self.cloud not in CLOUDS:
             raise ScenarioError("cloud", f"must be one of {', '.join(sorted(CLOUDS))}")
-        if self.token_lifetime < 1:
-            raise ScenarioError("token_lifetime", "must be at least 1")
-        if self.refresh_token_lifetime < 1:
-            raise ScenarioError("refresh_token_lifetime", "must be at least 1")
-        if not 0 <= self.latency < math.inf:
-            raise ScenarioError("latency", "must be at least 0")
+        check_range(self.token_lifetime, "token_lifetime", 1, MAX_SECONDS)
+        check_range(self.refresh_token_lifetime, "refresh_token_lifetime", 1, MAX_SECONDS)
+        check_range(self.latency, "latency", 0.0, MAX_SECONDS)
         seen: dict[str, int] = {}
         for i, tenant in enumerate(self.tenants):
             for key in {tenant.tenant_id.lower(), tenant.directory_id}:
