@@ -183,6 +183,11 @@ def app_token(client: httpx.Client, tenant: str, client_id: str, secret: str) ->
             "currencies: [{code: USD, balance: 1, drift: {payment_every: 1.0e+12, payment_amount: 1}}]}]",
             "tenants[0].currencies[0].drift.payment_every: must be at most 315,360,000",
         ),
+        (  # drift catches up event by event: a thousand a second would stall the first request of a day
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1, drift: {invoice_every: 0.001, invoice_amount: 1}}]}]",
+            "tenants[0].currencies[0].drift.invoice_every: must be at least 1",
+        ),
         ("token_lifetime: 1" + "0" * 400 + "\ntenants: []", "token_lifetime: must be at most 315,360,000"),
         ("refresh_token_lifetime: 315360001\ntenants: []", "refresh_token_lifetime: must be at most 315,360,000"),
         ("latency: 1.0e+12\ntenants: []", "latency: must be at most 315,360,000"),

@@ -148,7 +148,8 @@ class Currency:
             for event in ("invoice", "payment"):
                 every = getattr(self.drift, f"{event}_every")
                 if every is not None:
-                    check_range(every, f"drift.{event}_every", 0.001, MAX_SECONDS)
+                    # Drift catches up event by event at the next request: one a second is 86,400 a day.
+                    check_range(every, f"drift.{event}_every", 1.0, MAX_SECONDS)
                 check_range(getattr(self.drift, f"{event}_amount"), f"drift.{event}_amount", 0.0, MAX_AMOUNT)
 
     @property
