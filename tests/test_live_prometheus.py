@@ -456,3 +456,64 @@ def test_invoice_age_panel_shows_each_tenants_terms(stack: Stack) -> None:
         return found if found == want else None
 
     wait_until(rows, DEADLINE, interval=0.5, what=f"payment terms in days {want}")
+
+
+def _snake(key: str) -> str:
+    """A ServiceMonitor relabeling key as Prometheus spells it: sourceLabels -> source_labels."""
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in key)
+
+
+def test_the_service_monitor_keeps_the_exporters_endpoint_label(tmp_path: Path) -> None:
+    """Under the Prometheus Operator, `endpoint` still names the API endpoint (token, summary, summaries).
+
+    The operator adds a target label `endpoint` with the port's name to every ServiceMonitor target, then the
+    endpoint's own relabelings (prometheus-operator, pkg/prometheus/promcfg.go). Without one that drops it, the
+    exporter's label was renamed exported_endpoint: PartnerCenterAuthFailing never fired on Kubernetes.
+    """
+    prometheus = shutil.which("prometheus")
+    assert prometheus, "prometheus not found on PATH (Debian package `prometheus`)"
+    monitor = yaml.safe_load((REPO_ROOT / "deploy" / "kubernetes" / "servicemonitor.yaml").read_text())
+    [endpoint] = monitor["spec"]["endpoints"]
+    relabel = [{"target_label": "endpoint", "replacement": endpoint["port"]}]  # what the operator generates
+    relabel += [{_snake(key): value for key, value in r.items()} for r in endpoint.get("relabelings", [])]
+    exporter_port, prom_port = free_port(), free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": JOB,
+                "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}],
+                "relabel_configs": relabel,
+            }
+        ],
+    }
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    logs = (tmp_path / "exporter.log", tmp_path / "prometheus.log")
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        _start(
+            [sys.executable, "-m", "exporter", "--demo", f"--web.listen-address=127.0.0.1:{exporter_port}"],
+            logs[0],
+            processes,
+        )
+        _start(
+            [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+             f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
+            logs[1],
+            processes,
+        )  # fmt: skip
+        stack = Stack(f"http://127.0.0.1:{exporter_port}", f"http://127.0.0.1:{prom_port}", logs)
+        _wait_answers(f"{stack.prometheus_url}/-/ready", processes[-1], "prometheus ready")
+
+        def endpoints() -> set[str] | None:
+            series = _query(stack, "count by (endpoint) (partnercenter_api_requests_total)", instant=True)
+            found = {s["metric"].get("endpoint", "") for s in series}
+            return found if len(found) >= 3 else None
+
+        try:
+            found = wait_until(endpoints, DEADLINE, interval=0.5, what="scraped requests by endpoint")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{stack.diagnostics()}") from exc
+        assert found == {"token", "summary", "summaries"}
+    finally:
+        _stop(processes)
