@@ -19,7 +19,7 @@ def write_atomically(path: Path, text: str) -> None:
     That halves the fsyncs of a cold start, when every App+User tenant's token is rotated at once. A symbolic link
     is followed: the file it names is replaced, and the link stays.
     """
-    path = path.resolve()
+    path = written(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, 0o600)
@@ -33,13 +33,18 @@ def write_atomically(path: Path, text: str) -> None:
         raise
 
 
+def written(path: Path) -> Path:
+    """The file a write of `path` replaces: the one a symbolic link names (one lstat when it is none)."""
+    return path.resolve() if path.is_symlink() else path
+
+
 def remove_orphans(paths: Iterable[Path]) -> list[Path]:
     """Delete temp files a killed `write_atomically` of one of `paths` left behind (they may hold a valid token).
 
     Each directory is listed once: a thousand token files in one directory must not mean a million names read.
     """
     wanted: dict[Path, set[str]] = {}
-    for path in map(Path.resolve, paths):  # where write_atomically writes
+    for path in map(written, paths):
         wanted.setdefault(path.parent, set()).add(path.name)
     removed = []
     for directory, names in wanted.items():

@@ -22,6 +22,7 @@ from exporter.config import credentials, fields
 from exporter.config.credentials import AssertionFile, Certificate, Credential
 from exporter.config.fields import Mapping_, Reader, check_keys, mapping, present, type_name
 from exporter.config.yamlfile import ConfigError, join, load_yaml, read_text
+from exporter.files import written
 from exporter.secret import Secret
 
 logger = logging.getLogger(__name__)
@@ -293,7 +294,7 @@ class _Parser:
         token = self._read.small_text_file(file, shown, where).strip()
         if not token:
             raise ConfigError(where, f"{shown} is empty")
-        directory = file.resolve().parent  # a symbolic link's target is what gets replaced
+        directory = written(file).parent
         if directory not in self._writable:
             credentials.check_writable_directory(directory, shown, where)
             self._writable.add(directory)
