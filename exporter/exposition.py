@@ -66,7 +66,7 @@ class Exposition:
     A change is rendered at most `max_delay` after the renderer wakes for it; one that comes while the renderer
     rests after a render (nine times the render's length) wakes it when the rest ends. Counting such a change's
     delay from when it came instead made a long cold cycle render back to back: at 5000 tenants that cost 6 s
-    more CPU (bench/RESULTS.md), for values that are seconds fresher while tenants are still being polled.
+    more CPU, for values that are seconds fresher while tenants are still being polled.
     """
 
     def __init__(
