@@ -553,6 +553,7 @@ def test_control_api_revoke(client: httpx.Client) -> None:
 
 
 def test_control_api_stats_and_health(sim: Simulator, client: httpx.Client) -> None:
+    assert client.head("/_sim/healthz").status_code == 200  # probes may ask with HEAD
     assert client.get("/_sim/healthz").status_code == 200
     token = app_token(client)
     get(client, "summary", token)

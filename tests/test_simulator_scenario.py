@@ -46,6 +46,11 @@ def app_token(client: httpx.Client, tenant: str, client_id: str, secret: str) ->
         ("seed: 1", "tenants: must be a list"),
         ("tenant: []", "tenant: unknown key"),
         ("[1]", "must be a mapping"),
+        (  # one summary per currency
+            "tenants: [{tenant_id: a, client_id: b, client_secret: c, "
+            "currencies: [{code: USD, balance: 1}, {code: EUR, balance: 2}, {code: USD, balance: 3}]}]",
+            "tenants[0].currencies: currency USD is listed twice",
+        ),
         (
             "tenants: [{tenant_id: a, client_id: b, currencies: [{code: USD, balance: 1}]}]",
             "tenants[0].client_secret: required unless certificates, federated or refresh_token is set",

@@ -211,7 +211,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _control(self, path: str, body: bytes) -> None:
         """The control API under `/_sim/`."""
-        if path == "/_sim/healthz" and self.command == "GET":
+        if path == "/_sim/healthz" and self.command in ("GET", "HEAD"):  # probes may ask with HEAD
             self._send(json_response(200, {"status": "ok"}))
         elif path == "/_sim/stats" and self.command == "GET":
             self._send(json_response(200, self.server.world.stats()))

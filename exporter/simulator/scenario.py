@@ -254,6 +254,12 @@ class TenantScenario:
                 _text(getattr(self.federated, name), f"federated.{name}")
         if not self.currencies:
             raise ScenarioError("currencies", "must list at least one currency")
+        codes = [c.code for c in self.currencies]
+        if len(set(codes)) != len(codes):
+            # One summary per currency: Partner Center bills a partner in each currency once.
+            raise ScenarioError(
+                "currencies", f"currency {next(c for c in codes if codes.count(c) > 1)} is listed twice"
+            )
         if self.token_lifetime is not None:
             check_range(self.token_lifetime, "token_lifetime", 1, MAX_SECONDS)
         if self.latency is not None:
