@@ -64,9 +64,9 @@ class Exposition:
     """Serves `cached` as last rendered followed by `live` (per scrape).
 
     A change is rendered at most `max_delay` after the renderer wakes for it; one that comes while the renderer
-    rests after a render (nine times the render's length) wakes it when the rest ends. Counting such a change's
-    delay from when it came instead made a long cold cycle render back to back: at 5000 tenants that cost 6 s
-    more CPU, for values that are seconds fresher while tenants are still being polled.
+    rests after a render (nine times the render's length) wakes it when the rest ends. Timed from the change
+    itself, the renders of a long poll cycle would run back to back (6 s more CPU at 5000 tenants) for values
+    only seconds fresher.
     """
 
     def __init__(

@@ -584,6 +584,11 @@ def test_an_item_without_a_three_letter_currency_is_left_out_and_the_others_stay
     assert sum("summary left out" in r.getMessage() for r in caplog.records) == 4
 
 
+def test_an_item_with_a_currency_code_of_kilobytes_is_left_out_like_any_other_bad_code() -> None:
+    # The label length limit is for label values; a code that long is no code, and its item alone goes.
+    assert [s.currency for s in parse_summaries(_items("USD", "U" * 5000))] == ["USD"]
+
+
 def test_summaries_of_which_none_has_a_currency_code_are_a_parse_error() -> None:
     # An empty success would drop every balance of the tenant without it going down.
     with pytest.raises(ParseError) as caught:

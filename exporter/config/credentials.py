@@ -41,8 +41,13 @@ class AssertionFile:
 
     def read(self) -> Secret:
         """The token in the file now; OSError when it cannot be read."""
-        with self.file.open("rb") as handle:
-            return Secret(handle.read(64 * 1024).decode("utf-8", "replace").strip())
+        return read_token_file(self.file)
+
+
+def read_token_file(file: Path) -> Secret:
+    """The token a file holds now (a federated token, a refresh token), stripped; OSError when it cannot be read."""
+    with file.open("rb") as handle:
+        return Secret(handle.read(64 * 1024).decode("utf-8", "replace").strip())
 
 
 Credential = Secret | Certificate | AssertionFile

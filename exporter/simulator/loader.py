@@ -215,7 +215,7 @@ def _drift(data: object, path: str) -> Drift:
             missing = f"{event}_amount" if amount is None else f"{event}_every"
             raise ScenarioError(f"{path}.{missing}", f"required with {event}_every and {event}_amount")
         if every is not None:
-            values[f"{event}_every"] = _number(every, f"{path}.{event}_every", 0.001, MAX_SECONDS)
+            values[f"{event}_every"] = _number(every, f"{path}.{event}_every", 1.0, MAX_SECONDS)
             values[f"{event}_amount"] = _number(amount, f"{path}.{event}_amount", 0.0, MAX_AMOUNT)
     return Drift(
         invoice_every=values.get("invoice_every"),

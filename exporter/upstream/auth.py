@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.config import AssertionFile, Certificate, TenantConfig
-from exporter.config.credentials import ASSERTION_TYPE
+from exporter.config.credentials import ASSERTION_TYPE, read_token_file
 from exporter.files import write_atomically
 from exporter.secret import Secret
 
@@ -107,11 +107,10 @@ def token_has_mfa(access_token: Secret) -> bool | None:
 def read_refresh_token(path: Path) -> Secret | None:
     """The token in a refresh token file now; None when it cannot be read or is empty."""
     try:
-        with path.open("rb") as handle:
-            token = handle.read(64 * 1024).decode("utf-8").strip()
-    except (OSError, UnicodeDecodeError):
+        token = read_token_file(path)
+    except OSError:
         return None
-    return Secret(token) if token else None
+    return token if token.reveal() else None
 
 
 class TokenCache:
