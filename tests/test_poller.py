@@ -71,6 +71,7 @@ def test_token_request_carries_client_credentials_and_scope(tmp_path: Path) -> N
     api_request = next(r for _, _, e, r in upstream.log if e == "summary")
     assert api_request.headers["Authorization"].startswith("Bearer a.onmicrosoft.com|")
     assert api_request.headers["Accept"] == "application/json"
+    assert api_request.headers["MS-Contract-Version"] == "v1"
     ids = {api_request.headers["MS-RequestId"], api_request.headers["MS-CorrelationId"]}
     assert len(ids) == 2
 

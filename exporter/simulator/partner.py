@@ -11,8 +11,8 @@ Sources (docs/simulator.md has them all):
   App-only calls are not affected.
 - Headers: "Partner Center REST and response headers", https://learn.microsoft.com/partner-center/developer/headers:
   Authorization is required; MS-RequestId and MS-CorrelationId "should" be sent and come back in the answer. The
-  page also calls MS-Contract-Version required, but the invoice summary request's own sample (get-invoice-summary)
-  and the .NET SDK's request handler send none, so it is not checked.
+  page also calls MS-Contract-Version required (the exporter sends `v1`), but the invoice summary request's own
+  sample (get-invoice-summary) and the .NET SDK's request handler send none, so it is not checked.
 - The 401 challenge: the error codes page's sample answer, `WWW-Authenticate: OAuth realm=urn:cpsvc:cpid:{cid}`.
 """
 

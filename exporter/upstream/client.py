@@ -125,6 +125,8 @@ class Session:
             "Authorization": f"Bearer {token.reveal()}",
             "MS-RequestId": request_id,
             "MS-CorrelationId": correlation_id,
+            # "Required" (learn.microsoft.com/partner-center/developer/headers), though the SDK sends none.
+            "MS-Contract-Version": "v1",
         }
         request = self._client.build_request("GET", self._owner.api_url + _PATHS[endpoint], headers=headers)
         status, body, response_headers = await self._send(endpoint, request, request_id, correlation_id)
