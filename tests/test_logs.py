@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 import pytest
 
 from exporter.logs import JsonFormatter, LogfmtFormatter, configure_logging
+from exporter.secret import Secret
 
 TS = re.compile(r"^ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z ")
 
@@ -92,7 +93,8 @@ def test_json_has_the_same_keys_one_object_per_line() -> None:
     stream = capture("info", "json")
     log = logging.getLogger("exporter.poller")
     log.info("poll failed", extra={"tenant": "contoso", "status": 503, "ok": False, "ratio": float("inf")})
-    log.warning("second\nevent", extra={"obj": object.__name__, "level": "spoof"})
+    # Not a JSON type: rendered as its text (a Secret's text is its mask), never a json.dumps TypeError.
+    log.warning("second\nevent", extra={"obj": Secret("hunter2-VALUE"), "level": "spoof"})
     first, second = (json.loads(line) for line in lines(stream))
     assert list(first) == ["ts", "level", "logger", "msg", "tenant", "status", "ok", "ratio"]
     assert first["level"] == "info"
@@ -105,6 +107,7 @@ def test_json_has_the_same_keys_one_object_per_line() -> None:
     assert second["msg"] == "second\nevent"
     assert second["level"] == "warning"
     assert second["level_"] == "spoof"
+    assert second["obj"] == "********"
 
 
 def test_json_non_ascii_is_escaped_so_line_separators_cannot_split_events() -> None:
