@@ -52,8 +52,10 @@ def read_text(path: Path) -> str:
 
 def load_yaml(text: str) -> object:
     """Parse one YAML document strictly; every problem is a ConfigError."""
-    loader = _Loader(text)
+    loader = None
     try:
+        # In the try: PyYAML's pure-Python reader (no libyaml) refuses a control character here, not while parsing.
+        loader = _Loader(text)
         node = loader.get_single_node()
         if node is None:
             return None
@@ -71,7 +73,8 @@ def load_yaml(text: str) -> object:
     except RecursionError:
         raise ConfigError("", "invalid YAML: nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 _Base: type[yaml.SafeLoader] | type[yaml.CSafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
