@@ -217,7 +217,7 @@ def test_oversized_secret_file_is_refused(tmp_path: Path) -> None:
         ("concurrency: 2.5\n", "concurrency: must be an integer, got number"),
         ("cloud: ${CLOUD}\n", "cloud: environment variable CLOUD is not set"),
         ("a: 1\nb: [*missing]\n", "invalid YAML at line 2, column 5: found undefined alias"),
-        ("a: !secret x\n", "a: at line 1, column 4: tag !secret is not supported"),
+        ("a: !secret x\n", "a: at line 1, column 4: tags are not supported; quote a value that starts with !"),
         ("interval: " + "[" * 1000 + "\n", "invalid YAML at line 1, column 1010: exceeded maximum nesting depth "
          "(while increasing flow level at line 1, column 1010)"),
     ],

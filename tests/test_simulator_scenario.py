@@ -220,7 +220,10 @@ def app_token(client: httpx.Client, tenant: str, client_id: str, secret: str) ->
             "currencies: [{code: USD, balance: 1, last_payment: {amount: 1, date: '9999-12-31T23:59:59-01:00'}}]}]",
             "tenants[0].currencies[0].last_payment.date: must be a date between the years 1 and 9999 in UTC",
         ),
-        ("seed: !!python/int 1\ntenants: []", "seed: at line 1, column 7: tag !!python/int is not supported"),
+        (
+            "seed: !!python/int 1\ntenants: []",
+            "seed: at line 1, column 7: tags are not supported; quote a value that starts with !",
+        ),
         (
             "tenants: [",
             "invalid YAML at line 2, column 1: did not find expected node content "

@@ -21,9 +21,12 @@ from exporter.config.yamlfile import ConfigError, load_yaml, read_text
         ("a: 1\na: 2\n", "a: duplicate key at line 2, column 1 (first at line 1)"),
         ("t:\n  - {k: 1, k: 2}\n", "t[0].k: duplicate key at line 2, column 12 (first at line 2)"),
         ("x: &a [1]\ny: *a\n", "y: at line 1, column 4: anchors and aliases are not supported; write the value out"),
-        ("a: !!binary aGk=\n", "a: at line 1, column 4: tag !!binary is not supported"),
-        ("a: !!python/object:os.system ls\n", "a: at line 1, column 4: tag !!python/object:os.system is not supported"),
-        ("a: !secret x\n", "a: at line 1, column 4: tag !secret is not supported"),
+        ("a: !!binary aGk=\n", "a: at line 1, column 4: tags are not supported; quote a value that starts with !"),
+        (
+            "a: !!python/object:os.system ls\n",
+            "a: at line 1, column 4: tags are not supported; quote a value that starts with !",
+        ),
+        ("a: !secret x\n", "a: at line 1, column 4: tags are not supported; quote a value that starts with !"),
         ("<<: {a: 1}\n", "at line 1, column 1: merge keys (<<) are not supported; write the keys out"),
         ("b: !!int ten\n", "invalid YAML at line 1, column 4: value does not match its tag !!int"),
         ("a: b: c\n", "invalid YAML at line 1, column 5: mapping values are not allowed in this context"),
@@ -76,6 +79,25 @@ def test_errors_never_quote_the_document(loader_module: ModuleType, text: str) -
         loader_module.load_yaml(text.format(secret=secret))
     assert str(info.value).startswith("invalid YAML at line ")
     assert secret not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a: !{secret}\n", "a: at line 1, column 4: tags are not supported; quote a value that starts with !"),
+        ("a: !!{secret}\n", "a: at line 1, column 4: tags are not supported; quote a value that starts with !"),
+        ("a: *{secret}\n", "invalid YAML at line 1, column 4: found undefined alias"),
+        ("a: !x!{secret} y\n", "invalid YAML at line 1, column 4: found undefined tag handle"),
+    ],
+)
+def test_an_unquoted_secret_read_as_a_tag_or_alias_is_not_named(
+    loader_module: ModuleType, text: str, message: str
+) -> None:
+    # YAML reads an unquoted value that starts with ! as a tag and one that starts with * as an alias.
+    with pytest.raises(loader_module.ConfigError) as info:
+        loader_module.load_yaml(text.format(secret="hunter2-very-secret"))
+    assert str(info.value).startswith(message)
+    assert "hunter2" not in str(info.value)
 
 
 def test_dates_stay_the_text_they_were_written_as() -> None:

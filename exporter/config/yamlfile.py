@@ -9,6 +9,7 @@ secret.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Final
 
@@ -19,6 +20,8 @@ _CORE: Final = "tag:yaml.org,2002:"
 # The tags an untagged scalar, list or mapping resolves to; any other tag was written in the document.
 _PLAIN_TAGS: Final = frozenset(_CORE + t for t in ("str", "int", "float", "bool", "null", "timestamp", "seq", "map"))
 _MERGE: Final = _CORE + "merge"
+# PyYAML's pure-Python loader quotes these names, which are written unquoted values (`*secret`, `!x!secret`).
+_NAMED: Final = re.compile(r"(found (?:undefined alias|undefined tag handle|duplicate anchor)) '[^']*'")
 # Config files are small; the cap keeps a mistaken path (a log, a disk image) from being read whole.
 MAX_FILE_BYTES: Final = 4 * 1024 * 1024
 
@@ -107,7 +110,8 @@ def _check(root: Node) -> None:
             raise ConfigError(path, f"{_at(node)}: anchors and aliases are not supported; write the value out")
         seen.add(id(node))
         if node.tag not in _PLAIN_TAGS:
-            raise ConfigError(path, f"{_at(node)}: tag {node.tag.replace(_CORE, '!!')} is not supported")
+            # The tag is not named: an unquoted secret that starts with ! is a tag.
+            raise ConfigError(path, f"{_at(node)}: tags are not supported; quote a value that starts with !")
         if isinstance(node, SequenceNode):
             stack.extend((item, f"{path}[{index}]") for index, item in reversed(list(enumerate(node.value))))
         if not isinstance(node, MappingNode):
@@ -141,7 +145,7 @@ def _describe(exc: yaml.MarkedYAMLError) -> str:
     mark = exc.problem_mark or exc.context_mark
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
     # PyYAML phrases some problems as a continuation of the context ("but found another document").
-    problem = (exc.problem or exc.context or "syntax error").removeprefix("but ")
+    problem = _NAMED.sub(r"\1", (exc.problem or exc.context or "syntax error").removeprefix("but "))
     message = f"invalid YAML{where}: {problem}"
     if exc.problem and exc.context:
         context = exc.context
