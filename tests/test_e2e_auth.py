@@ -121,18 +121,13 @@ def _errors(samples: dict, tenant: str, endpoint: str, status: str) -> float:  #
 
 
 def test_every_kind_of_credential_against_entra_rules(stack: Stack) -> None:
+    tenants = ("cert", "unregistered", "federated", "mfa", "nomfa", "dead")
     eventually(
-        lambda: all(
-            sample(scrape(stack.exporter.url), "partnercenter_up", tenant=t) is not None
-            for t in ("cert", "unregistered", "federated", "mfa", "nomfa")
-        ),
+        lambda: all(sample(scrape(stack.exporter.url), "partnercenter_up", tenant=t) is not None for t in tenants),
         what="every tenant polled",
     )
     m = scrape(stack.exporter.url)
-    up = {
-        t: sample(m, "partnercenter_up", tenant=t)
-        for t in ("cert", "unregistered", "federated", "mfa", "nomfa", "dead")
-    }
+    up = {t: sample(m, "partnercenter_up", tenant=t) for t in tenants}
     assert up == {"cert": 1, "unregistered": 0, "federated": 1, "mfa": 1, "nomfa": 0, "dead": 0}
 
     # Certificate: signed assertion accepted; its notAfter exported; an unregistered one refused (AADSTS700027).
