@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
 from exporter.app import business_registry
@@ -80,6 +81,65 @@ def test_golden_files_pass_promtool_check_metrics(golden: Path) -> None:
 
 def test_every_valid_body_has_a_golden_file() -> None:
     assert {Path(n).stem for n in VALID_BODIES} == {p.stem for p in GOLDEN.glob("*.prom")}
+
+
+# Read off the bodies by hand (dates with `date -u -d ... +%s`), not from the code: UPDATE_GOLDEN=1 rewrites the golden
+# files from whatever the code renders, and a family showing another field (first invoice for accounting date) then
+# passed every test. The two bodies between them give every summary date a value of its own.
+_USD = {"tenant": "contoso", "currency": "USD"}
+_CHF = {"tenant": "contoso", "currency": "CHF"}
+_USD_RECURRING, _USD_ONETIME = ({**_USD, "invoice_type": t} for t in ("recurring", "onetime"))
+_GOLDEN_BUSINESS_SAMPLES: dict[str, list[tuple[str, dict[str, str], float]]] = {
+    "invoice_summary.prom": [
+        ("partnercenter_balance", _USD, 751094.39),
+        ("partnercenter_last_payment_amount", _USD, 1000),
+        ("partnercenter_last_payment_timestamp_seconds", _USD, 1483272000),  # 2017-01-01T12:00:00Z
+        ("partnercenter_latest_invoice_timestamp_seconds", _USD, 1521158400),  # 2018-03-16, no zone: UTC
+        ("partnercenter_first_invoice_timestamp_seconds", _USD, 1484956800),  # 2017-01-21
+        ("partnercenter_accounting_timestamp_seconds", _USD, 1521158400),  # 2018-03-16
+        ("partnercenter_invoice_type_balance", _USD_RECURRING, 202955.87),
+        ("partnercenter_invoice_type_balance", _USD_ONETIME, 548138.52),
+        ("partnercenter_invoice_type_last_payment_amount", _USD_RECURRING, 1000),
+        ("partnercenter_invoice_type_last_payment_amount", _USD_ONETIME, 0),
+        ("partnercenter_invoice_type_last_payment_timestamp_seconds", _USD_RECURRING, 1483272000),
+        # Recurring's latestInvoiceDate and OneTime's lastPaymentDate are 0001-01-01 (never): no sample
+        ("partnercenter_invoice_type_latest_invoice_timestamp_seconds", _USD_ONETIME, 1521158400),
+        ("partnercenter_currency_info", {**_USD, "symbol": "$"}, 1),
+        ("partnercenter_balance_threshold", {**_USD, "severity": "warning"}, 50000),
+        ("partnercenter_balance_threshold", {**_USD, "severity": "critical"}, 100000),
+    ],
+    "summary-offsets.prom": [
+        ("partnercenter_balance", _CHF, 42.42),
+        ("partnercenter_last_payment_amount", _CHF, 10),
+        ("partnercenter_last_payment_timestamp_seconds", _CHF, 1714518000.5),  # 2024-04-30T18:00:00.5-05:00
+        ("partnercenter_latest_invoice_timestamp_seconds", _CHF, 1714521600),  # 2024-05-01T00:00:00.0000000
+        ("partnercenter_first_invoice_timestamp_seconds", _CHF, 1699219800),  # 2023-11-05T23:30:00+02:00
+        ("partnercenter_accounting_timestamp_seconds", _CHF, 1714558830.1234567),  # 2024-05-01T10:20:30.1234567Z
+        ("partnercenter_invoice_type_balance", {**_CHF, "invoice_type": "recurring"}, 42.42),
+        ("partnercenter_invoice_type_balance", {**_CHF, "invoice_type": "onetime"}, 0),
+        # 2024-04-01T09:15:00.1234567+05:30; OneTime's "not a date" gives no sample
+        ("partnercenter_invoice_type_latest_invoice_timestamp_seconds", {**_CHF, "invoice_type": "recurring"},
+         1711943100.1234567),
+        ("partnercenter_currency_info", {**_CHF, "symbol": "CHF"}, 1),
+    ],
+}  # fmt: skip
+_TENANT_FAMILIES = ("partnercenter_up", "partnercenter_last_success", "partnercenter_poll_duration",
+                    "partnercenter_token_expiry", "partnercenter_api_request")  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(_GOLDEN_BUSINESS_SAMPLES))
+def test_golden_files_hold_the_values_read_off_their_bodies(name: str) -> None:
+    text = (GOLDEN / name).read_text()
+    found = {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if not s.name.startswith(_TENANT_FAMILIES)
+    }
+    expected = {(n, frozenset(labels.items())): value for n, labels, value in _GOLDEN_BUSINESS_SAMPLES[name]}
+    assert found.keys() == expected.keys()
+    for key, value in expected.items():
+        assert found[key] == pytest.approx(value, rel=0, abs=1e-6), key
 
 
 def _registry_value(registry: CollectorRegistry, name: str, labels: dict[str, str]) -> float | None:
