@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -240,49 +241,30 @@ def test_invalid_scenarios_name_the_key_path(text: str, message: str) -> None:
     assert (caught.value.path, caught.value.message) in {(path, rest), ("", message)}
 
 
+def _documented_scenario() -> str:
+    """The scenario example of docs/simulator.md, its placeholder certificate replaced by a real one."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "simulator.md").read_text(encoding="utf-8")
+    match = re.search(r"^## Scenario file\n.*?^```yaml\n(.*?)^```", text, re.DOTALL | re.MULTILINE)
+    assert match, "docs/simulator.md lost its scenario file example"
+    certificate = r"^( *)-----BEGIN CERTIFICATE-----\n.*?-----END CERTIFICATE-----\n"
+    placeholder = re.search(certificate, match.group(1), re.DOTALL | re.MULTILINE)
+    assert placeholder, "the example's certificate placeholder moved: update this test"
+    pem = "".join(f"{placeholder.group(1)}{line}\n" for line in rsa_credential("a").pem.strip().splitlines())
+    return match.group(1).replace(placeholder.group(0), pem)
+
+
 def test_the_documented_scenario_example_parses(tmp_path: Path) -> None:
-    path = tmp_path / "scenario.yaml"
-    path.write_text(
-        """
-seed: 1
-cloud: global
-token_lifetime: 3600
-refresh_token_lifetime: 7776000
-expires_in_as_string: false
-latency: 0
-tenants:
-  - tenant_id: contoso.onmicrosoft.com
-    client_id: 11111111-1111-4111-8111-111111111111
-    client_secret: demo-contoso-secret
-    refresh_token: demo-contoso-refresh-token
-    mfa: true
-    token_lifetime: 60
-    latency: 0.1
-    currencies:
-      - code: USD
-        symbol: "$"
-        balance: 42000.5
-        invoice_types: {Recurring: 30000, OneTime: 12000.5}
-        last_payment: {amount: 1000, date: "2026-10-01T00:00:00Z"}
-        latest_invoice_date: 2026-11-01T00:00:00
-        drift: {invoice_every: 60, invoice_amount: 500, payment_every: 300, payment_amount: 2500}
-    quirks: [bom, naive_dates, integer_amounts, lowercase_invoice_types, null_symbol, no_details, seven_digit_fractions]
-    faults:
-      - {kind: status, status: 503, endpoint: summary, probability: 0.2}
-      - {kind: throttle, retry_after: 30, probability: 0.1}
-  - tenant_id: aks.onmicrosoft.com
-    client_id: 66666666-6666-4666-8666-666666666666
-    federated:
-      issuer: https://oidc.prod-aks.azure.com/00000000-0000-0000-0000-000000000000/
-      subject: system:serviceaccount:monitoring:partnercenter-exporter
-    currencies: [{code: EUR, balance: 10}]
-""",
-        encoding="utf-8",
-    )
-    scenario = load_scenario(path)
-    tenant, aks = scenario.tenants
-    assert tenant.token_lifetime == 60
+    documented = _documented_scenario()
     # An unquoted date-time arrives as text (the strict loader keeps dates as written) and still parses.
+    quoted = 'latest_invoice_date: "2026-11-01T00:00:00"'
+    assert quoted in documented
+    path = tmp_path / "scenario.yaml"
+    path.write_text(documented.replace(quoted, quoted.replace('"', "")), encoding="utf-8")
+    scenario = load_scenario(path)
+    assert load_scenario(path) == parse_scenario(_documented_scenario())  # quoted or not, the same date
+    tenant, cert, aks = scenario.tenants
+    assert tenant.token_lifetime == 60
+    assert cert.certificates == (rsa_credential("a").pem,)
     assert tenant.currencies[0].latest_invoice_date == datetime(2026, 11, 1, tzinfo=UTC).timestamp()
     assert tenant.faults[1] == Fault(kind="throttle", retry_after=30, probability=0.1)
     assert aks.federated == Federation(
