@@ -12,6 +12,7 @@ import pytest
 from tests.promql import (
     CURRENCY_METRICS,
     DASHBOARD_PATH,
+    EXPORTED_METRICS,
     JOB,
     REPO_ROOT,
     RUNBOOK_URL,
@@ -214,14 +215,18 @@ def test_rate_and_increase_use_rate_interval() -> None:
 
 
 def test_tenant_filter_on_every_tenant_metric() -> None:
+    """Each selector of a metric with a tenant (currency) label filters on $tenant ($currency) itself."""
+    checked = 0
     for panel, target in _targets():
-        if metric_names(target["expr"]) & {"partnercenter_up", *CURRENCY_METRICS}:
-            assert 'tenant=~"$tenant"' in target["expr"], (panel["title"], target["refId"])
-        if metric_names(target["expr"]) & CURRENCY_METRICS:
-            assert 'currency=~"$currency"' in target["expr"] or "partnercenter_up" in target["expr"], (
-                panel["title"],
-                target["refId"],
-            )
+        for name, matchers in selectors(target["expr"]):
+            labels = EXPORTED_METRICS.get(name, frozenset())
+            where = (panel["title"], target["refId"], name)
+            if "tenant" in labels:
+                checked += 1
+                assert 'tenant=~"$tenant"' in matchers, where
+            if "currency" in labels:
+                assert 'currency=~"$currency"' in matchers, where
+    assert checked
 
 
 def test_money_is_never_aggregated_across_currencies() -> None:
