@@ -17,6 +17,7 @@ from exporter.config import Config
 from exporter.poller import Poller, RetryPolicy
 from exporter.snapshot import SnapshotStore, TenantState
 from tests.fakes import SUMMARY_BODY, FakeUpstream, make_config, ok_summary, respond, tenant_yaml, token_response
+from tests.support import free_port
 
 FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.002, default_retry_after=60)
 
@@ -176,6 +177,19 @@ def test_timeouts_and_connection_errors_are_classified_and_retried(tmp_path: Pat
     assert a.errors[("summary", "connection")] == 1
     assert b.up is False
     assert b.errors[("summary", "timeout")] == 3
+
+
+def test_a_refused_connection_is_a_connection_error_and_retried(tmp_path: Path) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens: the kernel refuses the connection
+    config = make_config(tmp_path, tenant_yaml("a"), api_url=closed, login_url=closed)
+    store = SnapshotStore(config, time.time())
+    _poll_all(Poller(config, store, retry=FAST))  # httpx's own transport: a real TCP connect
+    state = _state(store, "a")
+    assert state.up is False
+    assert state.errors[("token", "connection")] == 3
+    assert state.requests == {"token": 3, "summary": 0}
+    assert state.last_error is not None
+    assert state.last_error.startswith("token: connection: ConnectError")
 
 
 @pytest.mark.parametrize(
