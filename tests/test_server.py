@@ -399,6 +399,8 @@ _LONG = b"a" * 70_000
         (b"GET /metrics HTTP/2.0\r\nHost: t\r\n\r\n", 505, None),
         (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03 garbage\r\n\r\n", 400, None),
         (b"GET / HTTP/1.1\r\nX-Long: " + _LONG + b"\r\n\r\n", 431, None),
+        (b"GET /healthz\r\n\r\n", 400, None),  # HTTP/0.9: http.server would send "OK\n" alone
+        (b"GET /metrics\n", 400, None),
         (b"GET /" + _LONG + b" HTTP/1.1\r\n\r\n", 431, None),
     ],
 )

@@ -206,9 +206,17 @@ class BoundedHandler(BaseHTTPRequestHandler):
     def parse_request(self) -> bool:
         """Parse the head; once it is in, the body may be longer than a head (the deadline still holds)."""
         try:
-            return super().parse_request()
+            if not super().parse_request():
+                return False
         finally:
             self._reader.budget = None
+        if self.request_version == "HTTP/0.9":
+            # `GET /path` without a version: http.server would answer with the body alone, which no client of
+            # this century reads (and a 401 or 404 would pass for content). Refused with a status line, as Go does.
+            self.request_version = self.protocol_version
+            self.send_error(HTTPStatus.BAD_REQUEST, "HTTP/0.9 request")
+            return False
+        return True
 
     def end_headers(self) -> None:
         """Send the head of an answer; writing the answer has a deadline of its own."""
