@@ -141,6 +141,19 @@ def test_the_format_is_chosen_by_the_accept_headers_weights(
     assert answer.headers["content-type"].startswith(expected)
 
 
+def test_a_garbled_weight_is_ignored_like_any_invalid_one(running: tuple[App, Path]) -> None:
+    # str.strip() takes \x1c-\x1f for white space, float() does not: the weight passed the check, then raised.
+    app, _ = running
+    raw = _exchange(
+        app,
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\nAccept: application/openmetrics-text;q=\x1c0, text/plain;q=0.5\r\n"
+        b"Accept-Encoding: gzip;q=\x1f1\r\nConnection: close\r\n\r\n",
+    )
+    status, headers, _, _ = _answer(raw)
+    assert (status, headers["content-type"]) == (200, "application/openmetrics-text; version=1.0.0; charset=utf-8")
+    assert headers["content-encoding"] == "gzip"
+
+
 @pytest.mark.parametrize("lengths", [(b"-1",), (b"abc",), (b"\xc2\xb2",), (b"0", b"30")])
 def test_a_request_of_unknown_length_is_refused_and_its_connection_closed(
     running: tuple[App, Path], lengths: tuple[bytes, ...]

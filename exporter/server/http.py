@@ -196,7 +196,9 @@ def _weights(header: str) -> dict[str, float]:
         q = 1.0
         for param in params:
             key, _, value = param.partition("=")
-            if key.strip().lower() == "q" and _QVALUE.fullmatch(value.strip()):
+            # Only OWS (space, tab) around it: str.strip() also takes \x1c-\x1f, which float() refuses (a 500).
+            value = value.strip(" \t")
+            if key.strip().lower() == "q" and _QVALUE.fullmatch(value):
                 q = float(value)
         if name:
             weights[name.lower()] = max(q, weights.get(name.lower(), 0.0))
