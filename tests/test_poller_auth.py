@@ -13,8 +13,11 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from prometheus_client import generate_latest
 
+from exporter.app import business_registry
 from exporter.config import Config
+from exporter.logs import LogfmtFormatter
 from exporter.poller import MFA_HELP, Poller, RetryPolicy
 from exporter.snapshot import SnapshotStore, TenantState
 from tests.fakes import SUMMARIES_BODY, FakeUpstream, make_config, respond, tenant_yaml, token_response
@@ -316,6 +319,32 @@ def test_a_credential_echoed_where_a_length_limit_cuts_it_is_still_redacted(
     for secret in (SECRET, "opaque-access-token-of-a-proxy-echo"):
         assert secret[:8] not in last_error
         assert secret[:8] not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "template"),
+    [
+        # A label value: the currency symbol, and an invoice type (lower-cased, as the token already is).
+        ("summary", '{"currencyCode": "USD", "currencySymbol": "@", "details": [{"invoiceType": "@", "summary": {}}]}'),
+        # The warning about a summaries item left out quotes its currency code.
+        ("summaries", '{"items": [{"currencyCode": "@"}, {"currencyCode": "USD"}]}'),
+    ],
+)
+def test_a_bearer_token_echoed_in_json_escapes_reaches_no_label_and_no_log(
+    tmp_path: Path, endpoint: str, template: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # JSON may spell any character as an escape: the body's bytes then do not hold the token, its parsed text does.
+    token = "opaque-access-token-of-a-proxy-echo"
+    spelled = f"\\u{ord(token[0]):04x}{token[1:]}"
+    script = _Script([token_response(token, refresh="rotated-refresh-token")])
+    script.invoice = httpx.Response(200, text=template.replace("@", spelled))
+    config = make_config(tmp_path, _app_user(tmp_path) if endpoint == "summaries" else tenant_yaml("a"))
+    caplog.set_level(logging.DEBUG)
+    _, store = _run(config, httpx.MockTransport(script))
+    exposition = generate_latest(business_registry(store)).decode()
+    assert token not in exposition
+    assert token not in "\n".join(LogfmtFormatter().format(record) for record in caplog.records)  # extra= fields too
+    assert token not in str(_state(store).last_error)
 
 
 def test_every_text_of_an_error_body_is_redacted_in_the_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

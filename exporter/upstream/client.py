@@ -203,10 +203,25 @@ def _http_error(
 def _scrub(body: bytes, secrets: Iterable[str]) -> bytes:
     """`body` without the request's own credentials, replaced before any of it is cut short for a message: a copy
     cut in half would no longer match the exact values that the poller redacts."""
+    secrets = [secret for secret in secrets if secret]
     for secret in secrets:
-        if secret and (value := secret.encode()) in body:
+        if (value := secret.encode()) in body:
             body = body.replace(value, b"<redacted>")
-    return body
+    if b"\\" not in body:
+        return body
+    # JSON may spell any character as an escape ("\u0061" for "a"), and the text parsed from it becomes label values
+    # (currencySymbol) and log lines. So the credentials are looked for again in one spelling, json.dumps's, which
+    # escapes character by character: a string holding a credential holds its spelling.
+    try:
+        canonical = json.dumps(json.loads(body.decode("utf-8-sig"))).encode()
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return body  # not JSON: nothing decodes its escapes
+    spelled = [json.dumps(secret)[1:-1].encode() for secret in secrets]
+    if not any(value in canonical for value in spelled):
+        return body
+    for value in spelled:
+        canonical = canonical.replace(value, b"<redacted>")
+    return canonical
 
 
 def parse_token(body: bytes) -> TokenGrant:
