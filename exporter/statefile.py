@@ -10,6 +10,7 @@ import dataclasses
 import json
 import logging
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,15 @@ from typing import Any
 from exporter.config import Config
 from exporter.files import write_atomically
 from exporter.snapshot import Snapshot
+from exporter.upstream import model
 from exporter.upstream.model import InvoiceSummary, InvoiceTypeSummary
 
 log = logging.getLogger(__name__)
 
 FORMAT = "partnercenter-exporter-state"
 VERSION = 1
+# What the model lets through (exporter/upstream/model.py): the file is read back as if it had come from upstream.
+_CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +80,10 @@ def load_state(path: Path, config: Config) -> dict[str, RestoredTenant]:
             summaries = entry.get("summaries")
             if not isinstance(summaries, list):
                 raise ValueError(f"tenant {tc.name}: no summaries")
+            parsed = tuple(_summary(s) for s in summaries)
+            _distinct([s.currency for s in parsed], model.MAX_CURRENCIES)
             restored[tc.name] = RestoredTenant(
-                summaries=tuple(_summary(s) for s in summaries),
+                summaries=parsed,
                 last_success=_number(entry.get("last_success")),
             )
         return restored
@@ -93,9 +99,17 @@ def _number(value: object) -> float:
 
 
 def _string(value: object) -> str:
-    if not isinstance(value, str) or not value:
+    """A label value as the model makes them: stripped, not empty, not too long, and UTF-8 (no lone surrogate)."""
+    if not isinstance(value, str) or not value or value != value.strip() or len(value) > model.MAX_LABEL_CHARS:
         raise ValueError("bad string")
+    value.encode("utf-8")  # UnicodeEncodeError is a ValueError: it would break every rendering of /metrics
     return value
+
+
+def _distinct(labels: list[str], limit: int) -> None:
+    """A repeated label value would be a duplicate series; more than `limit`, more than an answer may hold."""
+    if len(set(labels)) != len(labels) or len(labels) > limit:
+        raise ValueError("repeated or too many currencies or invoice types")
 
 
 def _optional_number(value: object) -> float | None:
@@ -109,8 +123,13 @@ def _summary(value: object) -> InvoiceSummary:
     if not isinstance(details, list):
         raise ValueError("bad details")
     symbol = value.get("symbol")
+    types = tuple(_detail(d) for d in details)
+    _distinct([d.invoice_type for d in types], model.MAX_INVOICE_TYPES)
+    currency = _string(value.get("currency"))
+    if not _CURRENCY.fullmatch(currency):
+        raise ValueError("bad currency")
     return InvoiceSummary(
-        currency=_string(value.get("currency")),
+        currency=currency,
         symbol=_string(symbol) if symbol is not None else None,
         balance=_optional_number(value.get("balance")),
         last_payment_amount=_optional_number(value.get("last_payment_amount")),
@@ -118,7 +137,7 @@ def _summary(value: object) -> InvoiceSummary:
         latest_invoice_time=_optional_number(value.get("latest_invoice_time")),
         first_invoice_time=_optional_number(value.get("first_invoice_time")),
         accounting_time=_optional_number(value.get("accounting_time")),
-        details=tuple(_detail(d) for d in details),
+        details=types,
     )
 
 

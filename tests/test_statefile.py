@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import stat
+import time
 from pathlib import Path
 
 import httpx
@@ -100,6 +101,42 @@ def test_corrupt_or_foreign_state_file_is_a_warning_and_a_clean_start(
         assert any("state file" in r.getMessage() for r in caplog.records)
         assert _value(app, BALANCE) is None
         assert _value(app, LAST_SUCCESS) is None
+    finally:
+        app.stop()
+
+
+_USD = {"currency": "USD", "balance": 1, "details": [{"invoice_type": "recurring", "balance": 1}]}
+
+
+@pytest.mark.parametrize(
+    ("summaries", "restored"),
+    [
+        ([_USD], True),  # the shape itself is fine
+        ([{**_USD, "symbol": "\ud800"}], False),  # a lone surrogate: no label value can hold it
+        ([{**_USD, "currency": "US\nD"}], False),
+        ([{**_USD, "currency": "usd"}], False),
+        ([_USD, _USD], False),  # one series twice
+        ([{**_USD, "details": [{"invoice_type": "x"}, {"invoice_type": "x"}]}], False),
+        ([{**_USD, "details": [{"invoice_type": "x" * 257}]}], False),
+        ([{**_USD, "details": [{"invoice_type": f"t{i}"} for i in range(101)]}], False),
+    ],
+)
+def test_a_state_file_is_held_to_what_an_answer_may_hold(
+    tmp_path: Path, summaries: list[dict[str, object]], restored: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The file is the exporter's own, but edited or damaged it must not take /metrics down for every tenant.
+    config_file = _config_file(tmp_path, tenant_yaml("a"))
+    entry = {"tenant_id": "a.onmicrosoft.com", "endpoint": "summary", "summaries": summaries}
+    entry["last_success"] = time.time()
+    state = {"format": "partnercenter-exporter-state", "version": 1, "tenants": {"a": entry}}
+    (tmp_path / "state.json").write_text(json.dumps(state))
+    with caplog.at_level(logging.WARNING, logger="exporter.statefile"):
+        app = _app(config_file, FakeUpstream(tenants={"a.onmicrosoft.com": [respond(503)]}))
+    try:
+        answer = httpx.get(app.url + "/metrics")
+        assert answer.status_code == 200
+        assert (BALANCE + " 1.0" in answer.text) is restored
+        assert any("state file" in r.getMessage() for r in caplog.records) is not restored
     finally:
         app.stop()
 
