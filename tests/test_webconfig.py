@@ -319,6 +319,16 @@ def test_bad_hash_never_echoed(tmp_path: Path) -> None:
     assert "hunter2" not in str(info.value)
 
 
+def test_errors_are_one_line_whatever_the_key(tmp_path: Path) -> None:
+    """A line break in a key (`"a\\nb":`) must not split the error: it is a log field or one line on stderr."""
+    with pytest.raises(ConfigError) as info:
+        load_web_config(write_config(tmp_path, '"a\\nb\\x1e\\u2028c": 1\n'))
+    assert (
+        str(info.value) == "a\\nb\\x1e\\u2028c: unknown key; expected one of tls_server_config, "
+        "http_server_config, basic_auth_users, auth_excluded_paths"
+    )
+
+
 def file_error_cases(d: Path) -> list[tuple[str, str]]:
     """Cases whose message names a file under `d`."""
     both = "tls_server_config:\n  cert_file: {c}\n  key_file: {k}\n"

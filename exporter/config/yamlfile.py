@@ -24,6 +24,9 @@ _MERGE: Final = _CORE + "merge"
 _NAMED: Final = re.compile(r"(found (?:undefined alias|undefined tag handle|duplicate anchor)) '[^']*'")
 # Config files are small; the cap keeps a mistaken path (a log, a disk image) from being read whole.
 MAX_FILE_BYTES: Final = 4 * 1024 * 1024
+# Where str.splitlines() breaks a line, escaped: an error is one log field or one line on stderr, whatever key or
+# value it names (a quoted key may hold a line break).
+_LINE_BREAKS: Final = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
 
 
 class ConfigError(Exception):
@@ -35,7 +38,8 @@ class ConfigError(Exception):
         self.message = message
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
+        text = f"{self.path}: {self.message}" if self.path else self.message
+        return text.translate(_LINE_BREAKS)
 
 
 def read_text(path: Path) -> str:
