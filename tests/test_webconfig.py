@@ -329,6 +329,15 @@ def test_errors_are_one_line_whatever_the_key(tmp_path: Path) -> None:
     )
 
 
+def test_a_nul_in_a_file_path_is_a_config_error(certs: Path) -> None:
+    """os.stat raises ValueError for an embedded NUL, which used to escape as a crash."""
+    with pytest.raises(ConfigError) as info:
+        load_web_config(
+            write_config(certs, 'tls_server_config:\n  cert_file: "server.crt\\0"\n  key_file: server.key\n')
+        )
+    assert str(info.value) == "tls_server_config.cert_file: must not contain NUL characters"
+
+
 def file_error_cases(d: Path) -> list[tuple[str, str]]:
     """Cases whose message names a file under `d`."""
     both = "tls_server_config:\n  cert_file: {c}\n  key_file: {k}\n"

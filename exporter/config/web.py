@@ -264,6 +264,8 @@ def _optional_str(section: Mapping[str, object], key: str) -> str | None:
     value = section.get(key)
     if value is not None and not isinstance(value, str):
         raise ConfigError(f"{_TLS}.{key}", f"must be a string, got {type_name(value)}")
+    if value is not None and "\0" in value:  # a file path with one makes os.stat raise ValueError
+        raise ConfigError(f"{_TLS}.{key}", "must not contain NUL characters")
     return value
 
 
