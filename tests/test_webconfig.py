@@ -319,6 +319,20 @@ def test_bad_hash_never_echoed(tmp_path: Path) -> None:
     assert "hunter2" not in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"$2b$04$Xg/DLW.xsLN92l//B043CO16Mk7cOj8xBuxOmdVdJ/G65cHa1mqjS": alice',  # name and hash swapped
+        '"alice:$2b$04$Xg/DLW.xsLN92l//B043CO16Mk7cOj8xBuxOmdVdJ/G65cHa1mqjS": ',  # an htpasswd line as the name
+    ],
+)
+def test_a_hash_written_as_the_user_name_is_never_echoed(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_web_config(write_config(tmp_path, f"basic_auth_users:\n  {text}\n"))
+    assert info.value.path == "basic_auth_users"
+    assert "Xg/DLW.xsLN92l" not in str(info.value)
+
+
 def test_errors_are_one_line_whatever_the_key(tmp_path: Path) -> None:
     """A line break in a key (`"a\\nb":`) must not split the error: it is a log field or one line on stderr."""
     with pytest.raises(ConfigError) as info:

@@ -57,6 +57,7 @@ _UNSUPPORTED_TLS_KEYS: Mapping[str, str] = MappingProxyType(
     }
 )
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+_HASH_PREFIX = re.compile(r"\$2[a-z]?\$")  # anything that may be a bcrypt hash, to keep it out of key paths
 _TLS = "tls_server_config"
 
 
@@ -239,7 +240,8 @@ def _parse_users(value: object) -> dict[str, bytes]:
     users: dict[str, bytes] = {}
     # Only a missing or null section means no users: `basic_auth_users: false` must not turn authentication off.
     for user, hashed in _section({} if value is None else value, "basic_auth_users").items():
-        path = f"basic_auth_users.{user}"
+        # A name holding a hash (name and hash swapped, an htpasswd line pasted as the name) is not quoted.
+        path = "basic_auth_users" if _HASH_PREFIX.search(user) else f"basic_auth_users.{user}"
         if ":" in user:
             raise ConfigError(path, "user names cannot contain ':' (basic auth splits on it)")
         if not isinstance(hashed, str):
