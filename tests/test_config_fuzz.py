@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from exporter.config import Config, ConfigError, format_duration, parse_config, parse_duration
 from exporter.secret import Secret
+from tests.yamlfuzz import PUNCTUATION, replaced, scalars, structures
 
 DATA = Path(__file__).parent / "data" / "config"
 SECRET = "fuzz-secret-VALUE-0c4e"
@@ -37,23 +38,8 @@ PLAUSIBLE: st.SearchStrategy[object] = st.sampled_from(
     ]
 )  # fmt: skip
 
-SCALARS = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=20),
-    PLAUSIBLE,
-)
-
-STRUCTURES = st.recursive(
-    SCALARS,
-    lambda children: st.one_of(
-        st.lists(children, max_size=4),
-        st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=8)), children, max_size=5),
-    ),
-    max_leaves=25,
-)
+SCALARS = scalars(PLAUSIBLE)
+STRUCTURES = structures(SCALARS, KEYS)
 
 VALID: dict[str, Any] = {
     "interval": "10m",
@@ -112,7 +98,7 @@ def test_arbitrary_text(text: str) -> None:
 
 
 @FUZZ
-@given(st.text(alphabet=":-[]{}&*!|>'\"%@`#,?\n\t $\\{}0aé", max_size=200))
+@given(PUNCTUATION)
 def test_yaml_punctuation_soup(text: str) -> None:
     assert_sane(outcome(text))
 
@@ -126,12 +112,7 @@ def test_arbitrary_yaml_structures(document: object) -> None:
 @FUZZ
 @given(st.sampled_from(SLOTS), STRUCTURES)
 def test_one_field_of_a_valid_config_replaced(slot: tuple[Any, ...], value: object) -> None:
-    document = copy.deepcopy(VALID)
-    target: Any = document
-    for step in slot[:-1]:
-        target = target[step]
-    target[slot[-1]] = value
-    result = outcome(yaml.safe_dump(document, allow_unicode=True))
+    result = outcome(replaced(VALID, slot, value))
     assert_sane(result)
     if isinstance(result, ConfigError):
         # The document is valid YAML, so the error names a key: the replaced one, or for a tenant field

@@ -16,14 +16,11 @@ import base64
 import gzip
 import html
 import json
-import logging
 import random
 import re
 import tempfile
 import urllib.parse
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -40,6 +37,7 @@ from exporter.server.landing import landing_page
 from exporter.snapshot import SEEDED_STATUS_CODES, SnapshotStore
 from exporter.upstream.model import parse_summaries, parse_summary
 from tests.fakes import SUMMARIES_BODY, SUMMARY_BODY, make_config, tenant_yaml
+from tests.support import captured_logs
 from tests.test_model_fuzz import json_values, mutated_bodies
 
 # Each example is a few polls against an in-memory transport (~50 ms); derandomized so that a run is repeatable.
@@ -361,29 +359,6 @@ def _encode(body: bytes, encoding: str) -> bytes:
 # --- running one example ----------------------------------------------------------------------------------------
 
 
-class _Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-# Not pytest's caplog: a function-scoped fixture would collect the records of every example at once.
-@contextmanager
-def _captured_logs() -> Iterator[list[logging.LogRecord]]:
-    handler, root = _Records(), logging.getLogger()
-    level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.DEBUG)
-    try:
-        yield handler.records
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(level)
-
-
 # (endpoint, App+User): `summaries` needs App+User auth.
 KINDS = st.sampled_from([("summary", False), ("summary", True), ("summaries", True)])
 
@@ -443,7 +418,7 @@ def test_one_hostile_tenant_never_hurts_the_others_or_leaks_a_secret(
             finally:
                 await poller.aclose()
 
-        with _captured_logs() as records:
+        with captured_logs() as records:
             asyncio.run(rounds())
         file_text = token_file.read_text()
         good_file_text = good_file.read_text()

@@ -30,7 +30,7 @@ from exporter.config.web import load_web_config
 from exporter.server.connections import Limits, serve_in_thread
 from exporter.server.http import ExporterServer, Routes
 from tests.fakes import FakeUpstream, tenant_yaml
-from tests.support import wait_until
+from tests.support import captured_logs, wait_until
 from tests.test_server import _hash, _start, _tls_web_config, _write_config
 
 # Short enough that a client keeping its connection open costs a fraction of a second; a few slots, so that
@@ -354,28 +354,16 @@ def all_slots_serve(served: _Served) -> bool:
         return all(sock.recv(65536).startswith(b"HTTP/1.1 200 OK") for sock in socks)
 
 
-class _Recorder(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @contextlib.contextmanager
-def watched() -> Iterator[tuple[_Recorder, io.StringIO, list[threading.ExceptHookArgs]]]:
+def watched() -> Iterator[tuple[list[logging.LogRecord], io.StringIO, list[threading.ExceptHookArgs]]]:
     """What the exporter logs, what reaches stderr, and exceptions that escape threads, while in the block."""
-    recorder, stderr, escaped = _Recorder(), io.StringIO(), []
-    logger = logging.getLogger("exporter")
-    logger.addHandler(recorder)
+    stderr, escaped = io.StringIO(), []
     hook, threading.excepthook = threading.excepthook, escaped.append
     try:
-        with contextlib.redirect_stderr(stderr):
-            yield recorder, stderr, escaped
+        with captured_logs("exporter") as records, contextlib.redirect_stderr(stderr):
+            yield records, stderr, escaped
     finally:
         threading.excepthook = hook
-        logger.removeHandler(recorder)
 
 
 def _bad(record: logging.LogRecord) -> bool:
@@ -431,7 +419,7 @@ def test_whatever_headers_a_route_gets_it_answers_without_a_bug(
 
 def check(served: _Served, client: Client) -> None:
     """Play `client` against `served`, and check the server and its answers."""
-    with watched() as (recorder, stderr, escaped):
+    with watched() as (records, stderr, escaped):
         raw, reset = converse(served, client)
         statuses = parse_answers(raw, head_sent=b"HEAD" in client.data, truncated=reset)
         assert 500 not in statuses
@@ -443,6 +431,6 @@ def check(served: _Served, client: Client) -> None:
         wait_until(lambda: all_slots_serve(served), timeout=5, what="every connection slot free again")
         # Once the check's own connections are gone, the next example starts with every slot free.
         wait_until(lambda: served.server._slots._value == LIMITS.connections, timeout=5, what="slots given back")
-    assert not [r for r in recorder.records if _bad(r)], [(r.levelname, r.getMessage()) for r in recorder.records]
+    assert not [r for r in records if _bad(r)], [(r.levelname, r.getMessage()) for r in records]
     assert not escaped, escaped
     assert not stderr.getvalue(), stderr.getvalue()

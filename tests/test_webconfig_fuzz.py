@@ -5,7 +5,6 @@ A ConfigError is one line and never quotes a secret: a bcrypt hash, a value unde
 
 from __future__ import annotations
 
-import copy
 import re
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from hypothesis import strategies as st
 
 from exporter.config import ConfigError
 from exporter.config.web import WebConfig, parse_web_config
+from tests.yamlfuzz import PUNCTUATION, replaced, scalars, structures
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -50,23 +50,8 @@ PLAUSIBLE: st.SearchStrategy[object] = st.sampled_from(
     ]
 )  # fmt: skip
 
-SCALARS = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(),
-    st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=20),
-    PLAUSIBLE,
-)
-
-STRUCTURES = st.recursive(
-    SCALARS,
-    lambda children: st.one_of(
-        st.lists(children, max_size=4),
-        st.dictionaries(st.one_of(st.sampled_from(KEYS), st.text(max_size=8)), children, max_size=5),
-    ),
-    max_leaves=25,
-)
+SCALARS = scalars(PLAUSIBLE)
+STRUCTURES = structures(SCALARS, KEYS)
 
 VALID: dict[str, Any] = {
     "tls_server_config": {
@@ -140,7 +125,7 @@ def test_arbitrary_text(files: tuple[Path, list[str]], text: str) -> None:
 
 
 @FUZZ
-@given(st.text(alphabet=":-[]{}&*!|>'\"%@`#,?\n\t $\\{}0aé", max_size=200))
+@given(PUNCTUATION)
 def test_yaml_punctuation_soup(files: tuple[Path, list[str]], text: str) -> None:
     assert_sane(outcome(text, files[0]), files[1])
 
@@ -156,12 +141,7 @@ def test_arbitrary_yaml_structures(files: tuple[Path, list[str]], document: obje
 def test_one_field_of_a_valid_config_replaced(
     files: tuple[Path, list[str]], slot: tuple[str, ...], value: object
 ) -> None:
-    document = copy.deepcopy(VALID)
-    target: Any = document
-    for step in slot[:-1]:
-        target = target[step]
-    target[slot[-1]] = value
-    result = outcome(yaml.safe_dump(document, allow_unicode=True), files[0])
+    result = outcome(replaced(VALID, slot, value), files[0])
     assert_sane(result, files[1])
     if isinstance(result, ConfigError):
         # Valid YAML, so the error names a key in the replaced value's section (TLS keys depend on each other).
