@@ -21,7 +21,7 @@ from exporter.config import Config, TenantConfig
 from exporter.files import remove_orphans
 from exporter.secret import Secret
 from exporter.snapshot import SnapshotStore, TenantState
-from exporter.upstream.auth import CredentialError, TokenCache, token_form
+from exporter.upstream.auth import CredentialError, TokenCache, read_refresh_token, token_form
 from exporter.upstream.client import PartnerCenterClient, Session, TransportFactory
 from exporter.upstream.errors import UpstreamError
 from exporter.upstream.model import InvoiceSummary
@@ -154,7 +154,9 @@ class Poller:
                 t = _Tenant(tc)
             elif _identity(t.config) != _identity(tc):
                 restarted.append(tc.name)
-                self._new_tokens(t, tc)
+                # The file now, not as the reload read it: a rotation written since is the chain's newer token.
+                found = read_refresh_token(tc.refresh_token_file) if tc.refresh_token_file is not None else None
+                self._new_tokens(t, replace(tc, refresh_token=found or tc.refresh_token))
             elif (found := t.tokens.new_token_in_file(tc)) is not None:
                 # The file holds a token the exporter neither read nor wrote: a new consent, used at once (and
                 # never overwritten by a rotation of the old chain).

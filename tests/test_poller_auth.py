@@ -433,3 +433,29 @@ def test_a_reload_that_read_the_file_before_a_rotation_is_no_new_consent(tmp_pat
     asyncio.run(go())
     assert upstream.count("a.onmicrosoft.com", "token") == 1  # the token in hand was kept
     assert (tmp_path / "a.token").read_text() == "refresh-1\n"
+
+
+def test_an_identity_change_read_before_a_rotation_was_written_keeps_the_newer_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A reload reads the file in its own thread; a poll may rotate the token before an identity change is applied.
+    upstream = FakeUpstream()
+    entry = _app_user(tmp_path)
+    config = make_config(tmp_path, entry)
+    new_secret = make_config(tmp_path, entry.replace("secret-of-a", "new-secret"))  # read while the file held refresh-0
+    store = SnapshotStore(config, time.time())
+    poller = Poller(config, store, transport_factory=upstream.transport, retry=FAST)
+
+    async def go() -> None:
+        try:
+            await poller.poll_all()  # refresh-0 -> refresh-1, written back
+            await poller.apply_config(new_secret)
+            await poller.poll_all()
+        finally:
+            await poller.aclose()
+
+    asyncio.run(go())
+    forms = [urllib.parse.parse_qs(r.content.decode()) for _, _, e, r in upstream.log if e == "token"]
+    assert [form["refresh_token"][0] for form in forms] == ["refresh-0", "refresh-1"]  # the chain's newest token
+    assert "holds a new refresh token" not in caplog.text  # the exporter's own write is no new consent
+    assert (tmp_path / "a.token").read_text() == "refresh-2\n"
