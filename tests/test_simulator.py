@@ -254,6 +254,21 @@ def test_every_method_reaches_the_routes(client: httpx.Client, method: str) -> N
     assert (control.status_code, control.json()) == (405, {"error": f"method {method} not allowed here"})
 
 
+@pytest.mark.parametrize("request_line", [b" /v1/invoices/summary HTTP/1.1", b"GET / HTTP/2.0", b"GET / HTTP/1.1x"])
+def test_a_garbled_request_line_gets_a_status_line(sim: Simulator, request_line: bytes) -> None:
+    # http.server answers a request line it cannot read as HTTP/0.9 would, a bare HTML page without a status line.
+    with socket.create_connection(("127.0.0.1", sim.port), timeout=5) as sock:
+        sock.sendall(request_line + b"\r\n\r\n")
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].startswith((b"HTTP/1.1 400 ", b"HTTP/1.1 505 ")), received[:100]
+    assert b"Connection: close" in head.split(b"\r\n")
+    assert body == b""
+
+
 def test_keep_alive_serves_many_requests_on_one_connection(client: httpx.Client) -> None:
     token = app_token(client)
     ports = set()

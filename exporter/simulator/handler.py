@@ -82,6 +82,15 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         """Silence http.server's stderr logging; requests are logged in `_dispatch`."""
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Refuse what http.server cannot parse (a garbled request line, a huge head) with a status line.
+
+        A request line too garbled to name its version leaves http.server at HTTP/0.9, whose own answer is its
+        HTML page without status line or headers; no HTTP/1.1 client can read that.
+        """
+        self.close_connection = True
+        self._send(Response(code, b"", None))
+
     def __getattr__(self, name: str) -> Callable[[], None]:
         """`do_<METHOD>` for every method, PATCH and OPTIONS as much as GET: all go through `_dispatch`.
 
