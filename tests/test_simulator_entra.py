@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -556,6 +557,23 @@ def test_federated_token_rejections(
     )
     if code == 70021:
         assert f"Assertion Issuer: '{token_kw['issuer']}'" in body["error_description"]
+
+
+@pytest.mark.parametrize(
+    "times",
+    [{"nbf": math.inf}, {"exp": math.nan}, {"exp": -1e20}, {"exp": 10**400}, {"exp": 1e20, "iat": 0}],
+    ids=["nbf-inf", "exp-nan", "exp-before-year-1", "exp-past-double", "exp-past-year-9999"],
+)
+def test_an_assertion_time_no_date_can_show_is_malformed(
+    client: httpx.Client, sim: Simulator, times: dict[str, Any]
+) -> None:
+    # JSON's Infinity and NaN, and numbers past the years 1 to 9999, once crashed the handler (no answer at all)
+    # rendering them into AADSTS700024's message, or let a NaN `exp` through.
+    token = federated_token(issuer=K8S_ISSUER, subject=K8S_SUBJECT, **times)
+    response = post_token(client, "fed.example.com", assertion_form(token, FED_APP))
+    assert_entra_error(response, 400, "invalid_request", 50027)
+    cert = rsa_credential("a").assertion(client_id=CERT_APP, audience=endpoint(sim, "cert.example.com"), **times)
+    assert_entra_error(post_token(client, "cert.example.com", assertion_form(cert)), 400, "invalid_request", 50027)
 
 
 def test_a_federated_token_for_a_tenant_without_federation(client: httpx.Client) -> None:

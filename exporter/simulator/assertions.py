@@ -102,9 +102,17 @@ def _iso(when: float) -> str:
     return dt.datetime.fromtimestamp(when, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
 
 
+# NumericDate claims the answers can write as dates: the years 1 to 9999, as datetime renders them.
+_EARLIEST: Final = dt.datetime(1, 1, 2, tzinfo=dt.UTC).timestamp()
+_LATEST: Final = dt.datetime(9999, 12, 30, tzinfo=dt.UTC).timestamp()
+
+
 def _number(value: object) -> float | None:
-    """A NumericDate claim, or None."""
+    """A NumericDate claim, or None for anything else: JSON's Infinity and NaN, and times no date can show."""
     if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    # float() of an int past a double's range raises; NaN fails the comparison.
+    if not -(10**15) < value < 10**15 or not _EARLIEST <= float(value) <= _LATEST:
         return None
     return float(value)
 
@@ -113,10 +121,10 @@ def _time_range(payload: dict[str, object], now: float) -> Response | None:
     """`exp` present and not past, `nbf` (when sent) not ahead: AADSTS700024 otherwise, with Entra's skew."""
     expires = _number(payload.get("exp"))
     if expires is None:
-        return _malformed("The 'exp' claim is missing.")
+        return _malformed("The 'exp' claim is missing or not a valid time.")
     not_before = _number(payload.get("nbf")) if "nbf" in payload else 0.0
     if not_before is None:
-        return _malformed("The 'nbf' claim is not a number.")
+        return _malformed("The 'nbf' claim is not a valid time.")
     if expires + CLOCK_SKEW <= now or not_before - CLOCK_SKEW > now:
         return _invalid_client(
             700024,
