@@ -10,7 +10,6 @@ import dataclasses
 import json
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,6 @@ log = logging.getLogger(__name__)
 
 FORMAT = "partnercenter-exporter-state"
 VERSION = 1
-# What the model lets through (exporter/upstream/model.py): the file is read back as if it had come from upstream.
-_CURRENCY = re.compile(r"[A-Z]{3}", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +123,8 @@ def _summary(value: object) -> InvoiceSummary:
     types = tuple(_detail(d) for d in details)
     _distinct([d.invoice_type for d in types], model.MAX_INVOICE_TYPES)
     currency = _string(value.get("currency"))
-    if not _CURRENCY.fullmatch(currency):
-        raise ValueError("bad currency")
+    if not (len(currency) == 3 and currency.isascii() and currency.isalpha() and currency.isupper()):
+        raise ValueError("bad currency")  # what the model makes of a currencyCode: three letters, upper case
     return InvoiceSummary(
         currency=currency,
         symbol=_string(symbol) if symbol is not None else None,
